@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+MAMMO  := $(VENV)/bin/mammo
+STAMP  := $(VENV)/.installed
+PROFILE ?= demo
+WORKDIR ?= work/$(PROFILE)
+REGISTRY ?= localhost:5000
+VERSION ?= $(shell $(PY) -c "import common; print(common.__version__)" 2>/dev/null || echo dev)
+ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE_STEPS := synth preprocess split pretrain baseline-infer finetune-stage1 finetune-stage2 radiomics report retrain
+GPU_STEPS := pretrain baseline-infer finetune-stage1 finetune-stage2
+
+.PHONY: run test lint bench argo images kind-test system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian services the tests start on loopback (Pushgateway) and the headless browser for report screenshots.
+system-deps:
+	@command -v prometheus-pushgateway >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus-pushgateway)
+
+run: $(STAMP)
+	$(MAMMO) pipeline run --profile $(PROFILE) --workdir $(WORKDIR)
+
+test: $(STAMP) system-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py --quick
+
+argo: $(STAMP)
+	$(PY) -m common.argo_render argo/
+
+images:
+	@test -n "$(ENGINE)" || (echo "make images: needs docker or podman" >&2; exit 2)
+	for step in $(IMAGE_STEPS); do \
+	  $(ENGINE) build -f Dockerfile.cpu --target $$step -t $(REGISTRY)/mammo-$$step:$(VERSION) . || exit 1; done
+	for step in $(GPU_STEPS); do \
+	  $(ENGINE) build -f Dockerfile.gpu --target $$step -t $(REGISTRY)/mammo-$$step:$(VERSION)-gpu . || exit 1; done
+
+kind-test: $(STAMP)
+	$(VENV)/bin/pytest -q tests/kind -m kind
+
+clean:
+	rm -rf work

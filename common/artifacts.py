@@ -1,0 +1,113 @@
+"""Step output contract: files appear atomically and `_SUCCESS.json` is written last.
+
+A downstream step refuses a directory without `_SUCCESS.json`, so a crashed or killed step can never
+feed half-written outputs forward; re-running a step first removes its stale marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from common import __version__
+
+SUCCESS = "_SUCCESS.json"
+
+
+class UnusableInput(Exception):
+    """Raised for input a step cannot use; the CLI turns it into exit code 2 and one line on stderr."""
+
+
+def require_success(directory: str | Path) -> dict[str, Any]:
+    """Return the upstream step's marker, refusing directories a step did not finish."""
+    marker = Path(directory) / SUCCESS
+    if not marker.is_file():
+        raise UnusableInput(f"{directory} has no {SUCCESS}: its step did not finish")
+    return json.loads(marker.read_text())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory and rename, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class StepRecord:
+    """What a step reports about itself; becomes `_SUCCESS.json`."""
+
+    def __init__(self, step: str, out_dir: Path, inputs: dict[str, Any]):
+        self.step = step
+        self.out_dir = out_dir
+        self.inputs = inputs
+        self.counts: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.extra: dict[str, Any] = {}
+        self.started = time.time()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "inputs": self.inputs,
+            "counts": self.counts,
+            "timings": {**self.timings, "total_seconds": round(time.time() - self.started, 3)},
+            "versions": _versions(),
+            "finished_unixtime": time.time(),
+            **self.extra,
+        }
+
+
+@contextmanager
+def step_output(step: str, out_dir: str | Path, inputs: dict[str, Any]) -> Iterator[StepRecord]:
+    """Run a step body against `out_dir`; writes `_SUCCESS.json` only if the body returns normally."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUCCESS).unlink(missing_ok=True)
+    record = StepRecord(step, out, {k: str(v) for k, v in inputs.items()})
+    yield record
+    atomic_write_json(out / SUCCESS, record.as_dict())
+
+
+def _versions() -> dict[str, str]:
+    versions = {"mammo": __version__, "python": sys.version.split()[0], "platform": platform.machine()}
+    for module in ("numpy", "pandas", "pydicom", "cv2", "sklearn", "tensorflow", "keras"):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            versions[module] = getattr(loaded, "__version__", "?")
+    return versions

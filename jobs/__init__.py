@@ -1,0 +1,1 @@
+"""Thin command-line steps: parse arguments, call `common`, write outputs."""
