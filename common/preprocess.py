@@ -1,0 +1,305 @@
+"""Preprocess step: a folder of DICOMs plus cohort.csv -> oriented, resized 16-bit PNGs and their index.
+
+Every file under the input root is tried (any name, any depth). A file that cannot become a mammogram of a
+cohort patient becomes one row of rejected.csv with a one-line reason, and the batch goes on. Files are
+processed by a pool of worker processes in a fixed (sorted) order; workers write their PNGs themselves and
+send back only a small row, so memory does not grow with the number of images. When two files claim the
+same patient/laterality/view, the first in path order is kept and the second is rejected.
+
+Outputs (docs/contracts.md): images/<image_id>.png at the profile size, hires/<image_id>.png at the
+profile's radiomics.target_spacing_mm, images.csv, rejected.csv. images.csv also carries `age` (cohort age,
+or DICOM PatientAge when the cohort leaves it empty).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv
+from common.cohort import flag_four_views, image_label, load_cohort, match_patient
+from common.dicom import DicomError, cbis_patient_id, read_dicom
+from common.profile import load_profile
+
+# Pixel spacing used when a file states none. CBIS-DDSM (the only such source here) was digitised at
+# 42-50 um per pixel depending on the scanner (DBA 42 um, Howtek 43.5 um, Lumisys 50 um); 0.05 mm keeps the
+# high-resolution copies at, or slightly coarser than, the profile's target spacing.
+ASSUMED_SPACING_MM = 0.05
+# Orientation analysis happens on a thumbnail of this many rows: enough to find the breast, cheap to do.
+THUMBNAIL_ROWS = 256
+# Scanner borders of digitised film sit in the outermost few percent of the image; they are cut away
+# before looking for the breast.
+BORDER_FRACTION = 0.03
+IMAGE_COLUMNS = [
+    "image_id", "patient_id", "laterality", "view", "label", "source_file", "original_height", "original_width",
+    "pixel_spacing_mm", "hires_spacing_mm", "flipped", "four_views", "age",
+]
+REJECTED_COLUMNS = ["file", "reason"]
+AGE_TOLERANCE_YEARS = 1.5
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a worker needs to turn one file into outputs (picklable, sent once per worker)."""
+
+    input_root: Path
+    images_dir: Path
+    hires_dir: Path
+    height: int
+    width: int
+    target_spacing_mm: float
+    patients: dict[str, tuple[int, str]]  # patient_id -> (label, cancer_laterality)
+
+
+def preprocess_folder(
+    input_dir: str | Path,
+    cohort_path: str | Path,
+    out_dir: str | Path,
+    profile: str | dict[str, Any] = "demo",
+    workers: int | None = None,
+) -> dict[str, int]:
+    """Run the step body; writes images/, hires/, images.csv, rejected.csv and returns counts.
+
+    Raises UnusableInput (after writing rejected.csv) when no file could be used, so the step fails visibly.
+    """
+    profile = load_profile(profile) if isinstance(profile, str) else profile
+    input_root, out = Path(input_dir), Path(out_dir)
+    if not input_root.is_dir():
+        raise UnusableInput(f"input {input_root} is not a directory")
+    cohort = load_cohort(cohort_path)
+    settings = Settings(
+        input_root=input_root,
+        images_dir=out / "images",
+        hires_dir=out / "hires",
+        height=int(profile["image"]["height"]),
+        width=int(profile["image"]["width"]),
+        target_spacing_mm=float(profile["radiomics"]["target_spacing_mm"]),
+        patients={r.patient_id: (int(r.label), r.cancer_laterality) for r in cohort.itertuples()},
+    )
+    # A re-run starts from empty image folders and no index, so nothing stale outlives its run.
+    for folder in (settings.images_dir, settings.hires_dir):
+        _clear_pngs(folder)
+    (out / "images.csv").unlink(missing_ok=True)
+    files = find_files(input_root, skip={Path(cohort_path).resolve(), out.resolve()})
+
+    rows, rejected, claimed = [], [], {}
+    for result in _run(files, settings, workers):
+        if "reason" in result:
+            rejected.append({"file": result["file"], "reason": result["reason"]})
+            continue
+        row = result["row"]
+        if row["image_id"] in claimed:
+            _discard(result["pending"])
+            reason = f"duplicate view: {row['image_id']} already taken by {claimed[row['image_id']]}"
+            rejected.append({"file": row["source_file"], "reason": reason})
+            continue
+        claimed[row["image_id"]] = row["source_file"]
+        os.replace(result["pending"][0], settings.images_dir / f"{row['image_id']}.png")
+        os.replace(result["pending"][1], settings.hires_dir / f"{row['image_id']}.png")
+        rows.append(row)
+
+    atomic_write_csv(out / "rejected.csv", pd.DataFrame(rejected, columns=REJECTED_COLUMNS))
+    if not rows:
+        raise UnusableInput(f"no usable mammogram in {input_root}: {len(rejected)} file(s) rejected, see rejected.csv")
+    images, age_mismatches = _index(rows, cohort)
+    atomic_write_csv(out / "images.csv", images[IMAGE_COLUMNS])
+    if age_mismatches:
+        print(f"preprocess: {age_mismatches} patient(s) whose DICOM PatientAge differs from the cohort age by more "
+              f"than {AGE_TOLERANCE_YEARS} years; the cohort age is used", file=sys.stderr)
+    return {
+        "files": len(files),
+        "images": len(images),
+        "rejected": len(rejected),
+        "patients": int(images["patient_id"].nunique()),
+        "patients_four_views": int(images.loc[images["four_views"], "patient_id"].nunique()),
+        "cohort_patients_without_images": int((~cohort["patient_id"].isin(images["patient_id"])).sum()),
+        "flipped": int(images["flipped"].sum()),
+        "positive_images": int(images["label"].sum()),
+        "assumed_spacing_images": int(images["pixel_spacing_mm"].isna().sum()),
+        "age_mismatches": age_mismatches,
+    }
+
+
+def find_files(root: Path, skip: set[Path] = frozenset()) -> list[Path]:
+    """Every regular file below root in a stable order, except pipeline markers and our own outputs."""
+    found = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if (Path(directory) / d).resolve() not in skip)
+        for name in sorted(names):
+            path = Path(directory) / name
+            if name != SUCCESS and path.is_file() and path.resolve() not in skip:
+                found.append(path)
+    return found
+
+
+def chest_wall_on_right(pixels: np.ndarray) -> bool:
+    """Decide from the image whether the chest wall is on the right, i.e. whether to flip it.
+
+    Rule: on a thumbnail with the outer 3% cut off (scanner borders), separate tissue from background with
+    the triangle threshold (made for one dominant background peak; unlike Otsu it does not split bright
+    burned-in labels from the breast and drop the breast), open with a 7-pixel disk (breaks thin border lines
+    and text strokes off the breast), keep the largest connected component - the breast; labels and markers
+    are smaller, separate blobs - and compare the intensity mass of that component in the left and right
+    halves. The breast is thickest, and the pectoral muscle lies, at the chest wall, so that half holds more
+    mass. Ties (blank images) do not flip.
+    """
+    rows, columns = pixels.shape
+    scale = min(1.0, THUMBNAIL_ROWS / rows)
+    size = (max(8, round(columns * scale)), max(8, round(rows * scale)))
+    thumb = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    margin_y, margin_x = int(BORDER_FRACTION * thumb.shape[0]), int(BORDER_FRACTION * thumb.shape[1])
+    inner = thumb[margin_y : thumb.shape[0] - margin_y, margin_x : thumb.shape[1] - margin_x]
+    low, high = float(inner.min()), float(inner.max())
+    if high <= low:
+        return False
+    weights = inner - low
+    scaled = cv2.GaussianBlur((weights * (255.0 / (high - low))).astype(np.uint8), (5, 5), 0)
+    _, mask = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_TRIANGLE)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count > 1:
+        breast = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        weights = np.where(labels == breast, weights, 0.0)
+    column_mass = weights.sum(axis=0)
+    half = column_mass.size // 2
+    return float(column_mass[-half:].sum()) > float(column_mass[:half].sum())
+
+
+def resample_to_spacing(pixels: np.ndarray, spacing_mm: tuple[float, float], target_mm: float) -> np.ndarray:
+    """Isotropic `target_mm` pixels: area averaging when shrinking (no aliasing), linear when enlarging."""
+    rows, columns = pixels.shape
+    new_rows = max(1, round(rows * spacing_mm[0] / target_mm))
+    new_columns = max(1, round(columns * spacing_mm[1] / target_mm))
+    shrinking = new_rows * new_columns <= rows * columns
+    return cv2.resize(
+        pixels, (new_columns, new_rows), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+
+
+def _run(files: list[Path], settings: Settings, workers: int | None) -> Iterator[dict[str, Any]]:
+    workers = max(1, min(workers or os.cpu_count() or 1, len(files) or 1))
+    tasks = list(enumerate(files))
+    progress = tqdm(total=len(files), unit="file", desc="preprocess", disable=not sys.stderr.isatty())
+    with progress:
+        if workers == 1:
+            _init_worker(settings, single_threaded=False)
+            results = map(_process_file, tasks)
+            for result in results:
+                progress.update()
+                yield result
+            return
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(settings, True)) as pool:
+            for result in pool.map(_process_file, tasks):
+                progress.update()
+                yield result
+
+
+_SETTINGS: Settings | None = None
+
+
+def _init_worker(settings: Settings, single_threaded: bool) -> None:
+    global _SETTINGS
+    _SETTINGS = settings
+    if single_threaded:
+        cv2.setNumThreads(1)  # one process per core already; OpenCV threads inside would oversubscribe
+
+
+def _process_file(task: tuple[int, Path]) -> dict[str, Any]:
+    index, path = task
+    settings = _SETTINGS
+    relative = path.relative_to(settings.input_root).as_posix()
+    try:
+        return {"row": _convert(index, path, relative, settings), "pending": _pending(settings, index)}
+    except DicomError as error:
+        return {"file": relative, "reason": str(error)}
+    except MemoryError:
+        return {"file": relative, "reason": "image too large to decode in memory"}
+    except Exception as error:  # one odd file (decoder or OpenCV failure) must not stop the batch
+        return {"file": relative, "reason": f"cannot process ({type(error).__name__}): {_first_line(error)}"}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else "no detail"
+
+
+def _convert(index: int, path: Path, relative: str, settings: Settings) -> dict[str, Any]:
+    header = read_dicom(path, name_hint=relative, with_pixels=False)
+    patient_id = match_patient((*header.patient_id_candidates, cbis_patient_id(relative)), settings.patients.keys())
+    if patient_id is None:
+        raise DicomError("patient not in cohort.csv (neither PatientID nor a CBIS-DDSM id in it or the path)")
+    image = read_dicom(path, name_hint=relative)
+    pixels = image.pixels
+    flipped = chest_wall_on_right(pixels)
+    if flipped:
+        pixels = cv2.flip(pixels, 1)
+    resized = cv2.resize(pixels, (settings.width, settings.height), interpolation=cv2.INTER_AREA)
+    spacing = image.pixel_spacing_mm or (ASSUMED_SPACING_MM, ASSUMED_SPACING_MM)
+    hires = resample_to_spacing(pixels, spacing, settings.target_spacing_mm)
+    image_path, hires_path = _pending(settings, index)
+    _write_png(image_path, resized)
+    _write_png(hires_path, hires)
+    label, cancer_laterality = settings.patients[patient_id]
+    return {
+        "image_id": f"{patient_id}_{image.laterality}_{image.view}",
+        "patient_id": patient_id,
+        "laterality": image.laterality,
+        "view": image.view,
+        "label": image_label(label, cancer_laterality, image.laterality),
+        "source_file": relative,
+        "original_height": int(image.pixels.shape[0]),
+        "original_width": int(image.pixels.shape[1]),
+        "pixel_spacing_mm": float(np.mean(image.pixel_spacing_mm)) if image.pixel_spacing_mm else np.nan,
+        "hires_spacing_mm": settings.target_spacing_mm,
+        "flipped": bool(flipped),
+        "dicom_age": np.nan if image.age_years is None else image.age_years,
+    }
+
+
+def _pending(settings: Settings, index: int) -> tuple[Path, Path]:
+    """Per-file temporary names: the parent only renames them once it knows the view is not a duplicate."""
+    return settings.images_dir / f".pending-{index}.png", settings.hires_dir / f".pending-{index}.png"
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """16-bit lossless PNG; OpenCV writes no text chunks, so nothing but pixels leaves the file."""
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels, dtype=np.uint16))
+    if not ok:
+        raise DicomError("PNG encoding failed")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded.tobytes())
+
+
+def _discard(paths: tuple[Path, Path]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
+
+
+def _clear_pngs(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in [*folder.glob("*.png"), *folder.glob(".pending-*")]:
+        stale.unlink()
+
+
+def _index(rows: list[dict[str, Any]], cohort: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """images.csv rows sorted by image_id, with four_views and age (cohort first, DICOM PatientAge second)."""
+    images = pd.DataFrame(rows).sort_values("image_id", ignore_index=True)
+    images["four_views"] = flag_four_views(images)
+    dicom_age = images.groupby("patient_id")["dicom_age"].agg(lambda ages: ages.dropna().median())
+    cohort_age = cohort.set_index("patient_id")["age"]
+    ages = pd.DataFrame({"cohort": cohort_age.reindex(dicom_age.index), "dicom": dicom_age})
+    mismatches = int(((ages["cohort"] - ages["dicom"]).abs() > AGE_TOLERANCE_YEARS).sum())
+    images["age"] = images["patient_id"].map(ages["cohort"].fillna(ages["dicom"]))
+    return images, mismatches

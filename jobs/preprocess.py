@@ -1,0 +1,45 @@
+"""`mammo preprocess`: DICOM folder + cohort.csv -> oriented 16-bit PNGs, images.csv, rejected.csv."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.artifacts import UnusableInput, step_output
+from common.preprocess import preprocess_folder
+from common.profile import load_profile
+
+HELP = "Decode DICOMs, put the chest wall on the left, resize to the profile size; index and reject list."
+INPUT_ARGS = ("input", "cohort")
+OUTPUT_ARG = "out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="folder (or s3:// prefix) with DICOM files, any layout")
+    parser.add_argument("--cohort", required=True, help="cohort.csv (patient_id, age, label, pair_id, "
+                        "cancer_laterality)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--profile", default="demo", help="demo, ci, full or a profile YAML file")
+    parser.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        profile = load_profile(args.profile)
+    except ValueError as error:
+        raise UnusableInput(str(error)) from None
+    inputs = {"input": args.input, "cohort": args.cohort, "profile": args.profile}
+    with step_output("preprocess", args.out, inputs) as record:
+        counts = preprocess_folder(args.input, args.cohort, args.out, profile, args.workers)
+        record.counts.update(counts)
+    print(f"mammo preprocess: {counts['images']} images of {counts['patients']} patients "
+          f"({counts['patients_four_views']} with four views), {counts['rejected']} file(s) rejected",
+          file=sys.stderr)
+    return 0
