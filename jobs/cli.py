@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from types import ModuleType
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the step's own lines
+
+from common import storage
 from common.artifacts import UnusableInput
 
 STEPS: dict[str, str] = {
@@ -51,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         step_parser = sub.add_parser(step, help=module.HELP, description=module.HELP)
         module.add_arguments(step_parser)
+        storage.add_arguments(step_parser)
         step_parser.set_defaults(_module=module)
     return parser
 
@@ -63,10 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.time()
     try:
-        from common import storage, telemetry
+        from common import telemetry
 
-        with storage.staged(args, getattr(module, "INPUT_ARGS", ()), getattr(module, "OUTPUT_ARG", None)):
-            with telemetry.step_run(args.step, profile=getattr(args, "profile", None)) as run:
+        output_arg = getattr(module, "OUTPUT_ARG", None)
+        with storage.staged(args, getattr(module, "INPUT_ARGS", ()), output_arg):
+            out_dir = getattr(args, output_arg, None) if output_arg else None
+            with telemetry.step_run(args.step, profile=getattr(args, "profile", None), out_dir=out_dir) as run:
                 code = module.run(args)
                 run.succeeded = code == 0
         return code

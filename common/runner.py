@@ -1,0 +1,60 @@
+"""Local runner: executes the pipeline definition's tasks in order inside one work directory.
+
+It is the embedded default (no cluster): the same task list the Argo YAML is rendered from, each task
+a `mammo` subprocess exactly as a container would run it. A task whose folder already holds
+`_SUCCESS.json` is skipped, so a stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common.artifacts import SUCCESS, atomic_write_json
+from common.pipeline import Task
+
+Echo = Callable[[str], None]
+
+
+class TaskFailed(RuntimeError):
+    """A task exited non-zero; its folder has no `_SUCCESS.json`, so a rerun starts there."""
+
+
+def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print) -> dict[str, float]:
+    """Run every task not yet done; returns wall seconds per task run now (skipped tasks are absent)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    width = len(str(len(tasks)))
+    for number, task in enumerate(tasks, start=1):
+        prefix = f"[{number:>{width}}/{len(tasks)}] {task.name}"
+        if (workdir / task.name / SUCCESS).is_file():
+            echo(f"{prefix}: done earlier, skipped")
+            continue
+        echo(f"{prefix}: mammo {' '.join(task.argv(workdir))}")
+        started = time.time()
+        result = subprocess.run([sys.executable, "-m", "jobs.cli", *task.argv(workdir)], env=_child_env())
+        timings[task.name] = round(time.time() - started, 1)
+        if result.returncode != 0:
+            raise TaskFailed(f"task {task.name} failed with exit code {result.returncode}; rerun to resume")
+        echo(f"{prefix}: finished in {timings[task.name]:.1f}s")
+    _record_timings(workdir, timings)
+    return timings
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("PIPELINE_ID", "local")
+    return env
+
+
+def _record_timings(workdir: Path, timings: dict[str, float]) -> None:
+    """Accumulate per-task wall times across resumed runs; the report and the benchmark read them."""
+    path = workdir / "timings.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_json(path, {**previous, **timings})
