@@ -1,0 +1,133 @@
+"""Features for every image of a preprocess folder, in a process pool (one process per core).
+
+Each image is read from `hires/<image_id>.png` (chest wall left, resampled to the profile's
+radiomics.target_spacing_mm; spacing from images.csv `hires_spacing_mm`). When a folder has no
+high-resolution copy of an image, the network input `images/<image_id>.png` is used with its own
+spacing (original size x original spacing / network size) and counted, since texture measured on it is
+coarser. Workers send back only the 34 numbers; a failing image becomes a rejected row and the batch
+goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from common.artifacts import atomic_write_bytes
+from common.radiomics.density import dense_tissue
+from common.radiomics.features import FEATURE_NAMES, extract_features
+from common.radiomics.segmentation import overlay, segment_breast
+
+ASSUMED_SPACING_MM = 0.05  # CBIS-DDSM states none; same assumption as preprocess
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    image_id: str
+    view: str
+    path: Path
+    source: str  # "hires" or "network"
+    overlay_path: Path | None
+    spacing_mm: float | None = None  # known pixel spacing, or
+    width_mm: float | None = None  # the image's physical width, when its spacing follows from its size
+
+    def spacing_for(self, image: np.ndarray) -> float:
+        if self.spacing_mm is not None:
+            return self.spacing_mm
+        if self.width_mm is None:
+            raise ValueError("no hires copy and no original size in images.csv: pixel spacing unknown")
+        return self.width_mm / image.shape[1]
+
+
+def plan(images: pd.DataFrame, folder: Path, masks_dir: Path | None) -> list[ImageTask]:
+    """One task per images.csv row, preferring the high-resolution copy."""
+    tasks = []
+    for row in images.itertuples(index=False):
+        hires = folder / "hires" / f"{row.image_id}.png"
+        overlay_path = masks_dir / f"{row.image_id}.png" if masks_dir else None
+        if hires.is_file() and _positive(getattr(row, "hires_spacing_mm", None)):
+            spacing = float(row.hires_spacing_mm)
+            tasks.append(ImageTask(row.image_id, row.view, hires, "hires", overlay_path, spacing_mm=spacing))
+            continue
+        network = folder / "images" / f"{row.image_id}.png"
+        original = getattr(row, "pixel_spacing_mm", None)
+        original = float(original) if _positive(original) else ASSUMED_SPACING_MM
+        width = getattr(row, "original_width", None)
+        width_mm = float(width) * original if _positive(width) else None
+        tasks.append(ImageTask(row.image_id, row.view, network, "network", overlay_path, width_mm=width_mm))
+    return tasks
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def image_features(task: ImageTask) -> dict[str, Any]:
+    """Segment and measure one image; {'image_id', 'source', features...} or {'image_id', 'reason'}."""
+    try:
+        image = cv2.imread(str(task.path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            return {"image_id": task.image_id, "reason": f"cannot read {task.path.parent.name}/{task.path.name}"}
+        if image.ndim != 2:
+            return {"image_id": task.image_id, "reason": f"expected a greyscale image, got shape {image.shape}"}
+        spacing = task.spacing_for(image)
+        segmentation = segment_breast(image, task.view, spacing)
+        features = extract_features(image, segmentation.breast, spacing)
+        if not all(np.isfinite(v) for v in features.values()):
+            bad = next(k for k, v in features.items() if not np.isfinite(v))
+            return {"image_id": task.image_id, "reason": f"feature {bad} is not finite"}
+        if task.overlay_path is not None:
+            picture = overlay(image, segmentation.breast, dense_tissue(image, segmentation.breast, spacing))
+            ok, encoded = cv2.imencode(".png", picture)
+            if ok:
+                atomic_write_bytes(task.overlay_path, encoded.tobytes())
+        return {"image_id": task.image_id, "source": task.source, "breast_fraction": segmentation.fraction,
+                **features}
+    except MemoryError:
+        return {"image_id": task.image_id, "reason": "image too large for memory"}
+    except Exception as error:  # one odd image must not stop the batch
+        text = str(error).strip().splitlines()[0][:160] if str(error).strip() else "no detail"
+        return {"image_id": task.image_id, "reason": f"{type(error).__name__}: {text}"}
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def run_all(tasks: list[ImageTask], workers: int | None) -> Iterator[dict[str, Any]]:
+    """Results in task order."""
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    progress = tqdm(total=len(tasks), unit="image", desc="radiomics", disable=not sys.stderr.isatty())
+    with progress:
+        if workers == 1:
+            for task in tasks:
+                yield image_features(task)
+                progress.update()
+            return
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+            for result in pool.map(image_features, tasks, chunksize=1):
+                progress.update()
+                yield result
+
+
+def feature_table(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(features: image_id + 34, rejected: image_id, reason)."""
+    good = [r for r in results if "reason" not in r]
+    bad = [r for r in results if "reason" in r]
+    features = pd.DataFrame(good, columns=["image_id", *FEATURE_NAMES])
+    rejected = pd.DataFrame(bad, columns=["image_id", "reason"])
+    return features, rejected
