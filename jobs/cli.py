@@ -20,19 +20,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 from common import storage
 from common.artifacts import UnusableInput
 
-STEPS: dict[str, str] = {
-    "synth": "jobs.synth",
-    "preprocess": "jobs.preprocess",
-    "split": "jobs.split",
-    "pretrain": "jobs.pretrain",
-    "baseline-infer": "jobs.baseline_infer",
-    "finetune-stage1": "jobs.finetune_stage1",
-    "finetune-stage2": "jobs.finetune_stage2",
-    "radiomics": "jobs.radiomics",
-    "report": "jobs.report",
-    "retrain": "jobs.retrain",
-    "model": "jobs.model",
-    "pipeline": "jobs.pipeline",
+# step -> (module, one-line summary). The summary lives here so `mammo --help` and a step's own run
+# import only the module they need: model steps pull in TensorFlow, CPU steps should not pay for it.
+STEPS: dict[str, tuple[str, str]] = {
+    "synth": ("jobs.synth", "write a synthetic four-view cohort (DICOM + cohort.csv) for one domain"),
+    "preprocess": ("jobs.preprocess", "DICOM folder -> oriented, resized 16-bit PNGs + images.csv/rejected.csv"),
+    "split": ("jobs.split", "patient-level 70/10/20 split, age-stratified, pairs together, stable under growth"),
+    "pretrain": ("jobs.pretrain", "train End2End VGG16 on a source domain (the baseline when no checkpoint)"),
+    "baseline-infer": ("jobs.baseline_infer", "score every image with a baseline model or published checkpoint"),
+    "finetune-stage1": ("jobs.finetune_stage1", "transfer learning: train Block 2 (+ Block 1) and the head"),
+    "finetune-stage2": ("jobs.finetune_stage2", "fine-tune the whole network, then score and evaluate"),
+    "radiomics": ("jobs.radiomics", "34 features per image, 141-attribute patient vectors, PCA + gradient boosting"),
+    "report": ("jobs.report", "thesis tables and figures: report.html, report.md, tables/, figures/, summary.json"),
+    "retrain": ("jobs.retrain", "scheduled retraining on new hospital data with a champion/challenger gate"),
+    "model": ("jobs.model", "inspect the End2End architecture (parameter counts per training phase)"),
+    "pipeline": ("jobs.pipeline", "run the whole pipeline locally (synthetic demo unless hospital data is given)"),
 }
 
 
@@ -45,15 +47,17 @@ def _load(module_name: str) -> ModuleType | None:
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load: set[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `load`, only those steps' modules are imported (the others list their summary)."""
     parser = argparse.ArgumentParser(prog="mammo", description="Mammography CNN domain-shift pipeline.")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for step, module_name in STEPS.items():
-        module = _load(module_name)
+    for step, (module_name, summary) in STEPS.items():
+        module = _load(module_name) if load is None or step in load else None
         if module is None:
-            sub.add_parser(step, help="not implemented yet")
+            known = load is not None and step not in load
+            sub.add_parser(step, help=summary if known else "not implemented yet")
             continue
-        step_parser = sub.add_parser(step, help=module.HELP, description=module.HELP)
+        step_parser = sub.add_parser(step, help=summary, description=module.HELP)
         module.add_arguments(step_parser)
         storage.add_arguments(step_parser)
         step_parser.set_defaults(_module=module)
@@ -61,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(load={a for a in argv[:1] if a in STEPS}).parse_args(argv)
     module = getattr(args, "_module", None)
     if module is None:
         print(f"mammo {args.step}: not implemented yet", file=sys.stderr)

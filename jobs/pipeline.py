@@ -11,7 +11,8 @@ from pathlib import Path
 from common import pipeline, runner
 from common.profile import PROFILE_NAMES
 
-HELP = "run the whole pipeline locally (synthetic demo unless hospital data is given)"
+
+HELP = "Run the whole DAG locally in one work folder; completed tasks (with _SUCCESS.json) are skipped."
 
 # CLI option -> pipeline parameter; a user's real data and baseline.
 DATA_OPTIONS = {
