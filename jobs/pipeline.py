@@ -11,7 +11,6 @@ from pathlib import Path
 from common import pipeline, runner
 from common.profile import PROFILE_NAMES
 
-
 HELP = "Run the whole DAG locally in one work folder; completed tasks (with _SUCCESS.json) are skipped."
 
 # CLI option -> pipeline parameter; a user's real data and baseline.
