@@ -1,0 +1,56 @@
+"""`mammo split`: patient-level train/validation/test assignment (scheme in common.split)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.artifacts import UnusableInput, atomic_write_csv, step_output
+from common.cohort import load_cohort
+from common.profile import load_profile
+from common.split import SUBSETS, SplitSettings, assign_split, read_previous, split_counts
+
+HELP = "Split a cohort by patient (pairs kept together) into train/validation/test, stable as the cohort grows."
+INPUT_ARGS = ("cohort", "previous")
+OUTPUT_ARG = "out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cohort", required=True, help="cohort.csv (patient_id, age, label, pair_id optional)")
+    parser.add_argument("--out", required=True, help="output folder for split.csv")
+    parser.add_argument("--profile", default="demo", help="demo|ci|full or a YAML file (section `split`)")
+    parser.add_argument("--seed", type=int, default=None, help="overrides the profile's split seed")
+    parser.add_argument(
+        "--previous",
+        default=None,
+        help="an earlier split.csv: its patients keep their subset, only newcomers are placed (locked test set)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = SplitSettings.from_profile(load_profile(args.profile), seed=args.seed)
+    except (ValueError, KeyError) as error:
+        raise UnusableInput(f"profile {args.profile}: {error}") from error
+    cohort_path = Path(args.cohort)
+    cohort = load_cohort(cohort_path)  # refuses a cohort that breaks the contract, naming every problem
+    previous = read_previous(args.previous) if args.previous else None
+
+    inputs = {"cohort": cohort_path, **({"previous": args.previous} if args.previous else {})}
+    with step_output("split", args.out, inputs) as record:
+        split = assign_split(cohort, settings, previous)
+        atomic_write_csv(Path(args.out) / "split.csv", split)
+        kept = 0 if previous is None else int(split["patient_id"].isin(previous["patient_id"]).sum())
+        record.counts = {
+            "patients": len(split),
+            "kept_from_previous": kept,
+            "newly_placed": len(split) - kept,
+            **{f"{subset}_{key}": value for subset, c in split_counts(split).items() for key, value in c.items()},
+        }
+        record.extra["settings"] = {
+            "fractions": dict(zip(SUBSETS, settings.fractions, strict=True)),
+            "age_bins": list(settings.age_bins),
+            "seed": settings.seed,
+            "profile": args.profile,
+        }
+    return 0
