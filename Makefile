@@ -9,9 +9,9 @@ REGISTRY ?= localhost:5000
 VERSION ?= $(shell $(PY) -c "import common; print(common.__version__)" 2>/dev/null || echo dev)
 ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 IMAGE_STEPS := synth preprocess split pretrain baseline-infer finetune-stage1 finetune-stage2 radiomics report retrain
-GPU_STEPS := pretrain baseline-infer finetune-stage1 finetune-stage2
+GPU_STEPS := pretrain baseline-infer finetune-stage1 finetune-stage2 retrain
 
-.PHONY: run test lint bench argo images kind-test system-deps clean
+.PHONY: run test lint bench argo constraints images kind-test system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,8 +37,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py --quick
 
+# Re-render the Argo objects from common/pipeline.py (the kustomize base installs copies of two of them).
 argo: $(STAMP)
-	$(PY) -m common.argo_render argo/
+	$(PY) -m common.argo_render argo/ manifests/base/
+
+# The exact versions the container images install (pip constraints), taken from a working .venv.
+constraints: $(STAMP)
+	(echo "# Exact versions baked into the container images (Dockerfile.cpu/.gpu use this as pip constraints)."; \
+	 echo "# Regenerate from a working .venv with: make constraints"; \
+	 $(VENV)/bin/pip freeze --exclude-editable | grep -v '^mammo-domain-shift') > constraints.txt
 
 images:
 	@test -n "$(ENGINE)" || (echo "make images: needs docker or podman" >&2; exit 2)

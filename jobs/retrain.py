@@ -1,0 +1,52 @@
+"""`mammo retrain`: one scheduled retraining run on new hospital studies (the CronWorkflow's container).
+
+Logic in common.retraining; this module only parses arguments and records the decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import telemetry
+from common.artifacts import UnusableInput
+from common.retraining import RetrainRun, RetrainSettings, record_decision
+from common.storage import S3Uri, Storage, is_s3
+
+HELP = "Retrain on new hospital studies from S3 and promote the challenger only if it is not worse."
+INPUT_ARGS: tuple[str, ...] = ()
+OUTPUT_ARG = "out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hospital", required=True, help="s3:// prefix holding one folder per study (DICOMs)")
+    parser.add_argument("--cohort", required=True, help="s3:// URI of the hospital's cohort.csv")
+    parser.add_argument("--registry", required=True, help="s3:// prefix of the model registry")
+    parser.add_argument("--state", required=True, help="s3:// prefix for the retraining state and training data")
+    parser.add_argument("--work", required=True, help="local scratch folder")
+    parser.add_argument("--out", required=True, help="folder (or s3:// prefix) for this run's decision record")
+    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--min-new-studies", type=int, default=20, help="fewer new studies end the run early")
+    parser.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin on the AUC difference")
+    parser.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the non-inferiority test")
+    parser.add_argument("--config", type=int, choices=(1, 2), default=2, help="stage-1 fine-tuning configuration")
+    parser.add_argument("--seed-champion", help="model folder registered as champion when the registry has none")
+
+
+def run(args: argparse.Namespace) -> int:
+    for name in ("hospital", "cohort", "registry", "state"):
+        if not is_s3(getattr(args, name)):
+            raise UnusableInput(f"--{name} must be an s3:// URI, got {getattr(args, name)}")
+    settings = RetrainSettings(
+        hospital=S3Uri.parse(args.hospital), cohort=S3Uri.parse(args.cohort), registry=S3Uri.parse(args.registry),
+        state=S3Uri.parse(args.state), work=Path(args.work), profile=args.profile,
+        min_new_studies=args.min_new_studies, margin=args.margin, alpha=args.alpha, config=args.config)
+    retrain = RetrainRun(settings, Storage(getattr(args, "s3_endpoint", None)))
+    try:
+        decision = retrain.execute(Path(args.seed_champion) if args.seed_champion else None)
+    except BaseException:
+        telemetry.push_retrain_decision("failed", 0)
+        raise
+    record_decision(decision, Path(args.out))
+    print(f"mammo retrain: {decision.decision}: {decision.reason}")
+    return 0
