@@ -37,7 +37,8 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print) -> dict[str,
             continue
         echo(f"{prefix}: mammo {' '.join(task.argv(workdir))}")
         started = time.time()
-        result = subprocess.run([sys.executable, "-m", "jobs.cli", *task.argv(workdir)], env=_child_env())
+        argv = [sys.executable, "-m", "jobs.cli", *task.argv(workdir)]
+        result = subprocess.run(argv, env=_child_env(task.name))
         timings[task.name] = round(time.time() - started, 1)
         if result.returncode != 0:
             raise TaskFailed(f"task {task.name} failed with exit code {result.returncode}; rerun to resume")
@@ -46,8 +47,9 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print) -> dict[str,
     return timings
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(task_name: str) -> dict[str, str]:
+    """MAMMO_TASK keeps the Pushgateway groups of tasks sharing a step (six baseline-infer runs) apart."""
+    env = {**os.environ, "MAMMO_TASK": task_name}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PIPELINE_ID", "local")
     return env
