@@ -63,6 +63,32 @@ def test_monochrome1_is_inverted_and_bits_stored_scaled_to_16_bit(tmp_path, mg_d
     np.testing.assert_array_equal(read_dicom(path).pixels, expected)
 
 
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_every_stored_value_of_every_bit_depth_maps_exactly(tmp_path, mg_dicom, bits):
+    # Every value 0..2**bits-1, forwards and backwards in odd-width rows (so each lands in vectorised and
+    # scalar code), with junk above BitsStored; reference: round half up of v * 65535 / (2**bits - 1) in
+    # exact integers, inverted for MONOCHROME1.
+    span = 2**bits - 1
+    values = np.concatenate([np.arange(span + 1), np.arange(span, -1, -1)])
+    width = 61
+    rows = max(32, -(-values.size // width))
+    values = np.concatenate([values, np.zeros(rows * width - values.size, dtype=values.dtype)]).reshape(rows, width)
+    quotient, remainder = np.divmod(values * 65535, span)
+    expected = (quotient + (2 * remainder >= span)).astype(np.uint16)
+    junk = np.random.default_rng(bits).integers(0, 2 ** (16 - bits), values.shape) << bits if bits < 16 else 0
+    allocations = (16, 8) if bits <= 8 else (16,)
+    for allocated in allocations:
+        dtype = np.uint16 if allocated == 16 else np.uint8
+        stored = ((values | junk) & (2**allocated - 1)).astype(dtype)
+        for photometric, reference in (("MONOCHROME2", expected), ("MONOCHROME1", 65535 - expected)):
+            path = mg_dicom(tmp_path / f"{allocated}-{photometric}.dcm", stored, BitsStored=bits,
+                            BitsAllocated=allocated, PhotometricInterpretation=photometric,
+                            PixelData=stored.tobytes())
+            pixels = read_dicom(path).pixels
+            assert pixels.dtype == np.uint16, (allocated, photometric)
+            np.testing.assert_array_equal(pixels, reference, err_msg=f"{allocated} allocated, {photometric}")
+
+
 def test_bits_above_bits_stored_are_ignored(tmp_path, mg_dicom):
     stored = np.rint(np.linspace(0, 4095, 64 * 64)).astype(np.uint16).reshape(64, 64)
     clean = read_dicom(mg_dicom(tmp_path / "clean.dcm", stored, BitsStored=12)).pixels

