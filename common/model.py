@@ -1,0 +1,203 @@
+"""Shen et al.'s End2End VGG16 "512x1" whole-image classifier, built in code for Keras 3.
+
+The model is a chain of four named sub-models so the thesis' freezing plan addresses them by name:
+`backbone` (VGG16 convolutional topology, block1_conv1 ... block5_pool), `block1` and `block2`
+(Conv2D 3x3 -> BatchNorm -> ReLU -> Dropout -> MaxPool 2x2) and `head` (global average pooling ->
+Dropout -> Dense(2, softmax); P(cancer) is column 1). No ImageNet download is possible here, so the
+backbone starts from he_normal noise or from a user's checkpoint.
+
+Weight decay is an L2 kernel regulariser on every convolution and dense kernel, not AdamW's decoupled
+decay: the thesis ran Shen's Keras 2.8 code, where Adam has no decoupled decay and the End2End
+`weight_decay` setting is exactly such an L2 penalty. Keras 3 only sums the penalties of *trainable*
+variables, so each phase decays precisely what it trains. Dropout and decay are construction-time
+settings, so a new stage rebuilds the model with its own values and copies the weights across
+(`reconfigure`), which also makes the new values visible in the saved model's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+VGG16_FILTERS = (64, 128, 256, 512, 512)
+VGG16_CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
+PARTS = ("backbone", "block1", "block2", "head")
+
+# Which parts learn in each training phase (thesis section 5.4, configurations 1 and 2).
+PHASE_TRAINABLE: dict[str, tuple[str, ...]] = {
+    "pretrain": PARTS,
+    "stage1_config1": ("block2", "head"),
+    "stage1_config2": ("block1", "block2", "head"),
+    "stage2": PARTS,
+}
+SUMMARY_PHASES = ("stage1_config1", "stage1_config2", "stage2")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything that fixes the weight shapes (and the input size) of an End2End model."""
+
+    height: int
+    width: int
+    backbone_filters: tuple[int, ...]
+    top_filters: int
+    bn_momentum: float = 0.99
+
+    @classmethod
+    def from_profile(cls, profile: dict[str, Any]) -> Architecture:
+        scale = float(profile["model"]["backbone_width"])
+        return cls(
+            height=int(profile["image"]["height"]),
+            width=int(profile["image"]["width"]),
+            backbone_filters=tuple(max(1, round(f * scale)) for f in VGG16_FILTERS),
+            top_filters=int(profile["model"]["top_filters"]),
+            bn_momentum=float(profile["model"].get("bn_momentum", 0.99)),
+        )
+
+
+def build_end2end(arch: Architecture, *, dropout: float, weight_decay: float, name: str = "end2end") -> keras.Model:
+    """A freshly initialised End2End model (all parts trainable)."""
+    regulariser = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    return keras.Sequential(
+        [
+            keras.Input((arch.height, arch.width, 3), name="image"),
+            _backbone(arch.backbone_filters, regulariser),
+            _top_block("block1", arch.top_filters, arch.bn_momentum, dropout, regulariser),
+            _top_block("block2", arch.top_filters, arch.bn_momentum, dropout, regulariser),
+            _head(dropout, regulariser),
+        ],
+        name=name,
+    )
+
+
+def _backbone(filters: tuple[int, ...], regulariser) -> keras.Model:
+    layers = []
+    for block, (width, convs) in enumerate(zip(filters, VGG16_CONVS_PER_BLOCK, strict=True), start=1):
+        for conv in range(1, convs + 1):
+            layers.append(
+                keras.layers.Conv2D(
+                    width,
+                    3,
+                    padding="same",
+                    activation="relu",
+                    kernel_initializer="he_normal",
+                    kernel_regularizer=regulariser,
+                    name=f"block{block}_conv{conv}",
+                )
+            )
+        layers.append(keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool"))
+    return keras.Sequential(layers, name="backbone")
+
+
+def _top_block(name: str, filters: int, momentum: float, dropout: float, regulariser) -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=True,
+                kernel_initializer="he_normal",
+                kernel_regularizer=regulariser,
+                name=f"{name}_conv",
+            ),
+            keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_bn"),
+            keras.layers.Activation("relu", name=f"{name}_relu"),
+            keras.layers.Dropout(dropout, name=f"{name}_dropout"),
+            keras.layers.MaxPooling2D(2, strides=2, name=f"{name}_maxpool"),
+        ],
+        name=name,
+    )
+
+
+def _head(dropout: float, regulariser) -> keras.Model:
+    # float32 output keeps the softmax stable under a mixed_float16 policy.
+    return keras.Sequential(
+        [
+            keras.layers.GlobalAveragePooling2D(name="head_pool"),
+            keras.layers.Dropout(dropout, name="head_dropout"),
+            keras.layers.Dense(
+                2,
+                activation="softmax",
+                kernel_initializer="he_normal",
+                kernel_regularizer=regulariser,
+                dtype="float32",
+                name="head_dense",
+            ),
+        ],
+        name="head",
+    )
+
+
+def architecture_of(model: keras.Model) -> Architecture:
+    """Read the architecture back from a built model (e.g. one loaded from `model.keras`)."""
+    _, height, width, _ = model.input_shape
+    backbone = model.get_layer("backbone")
+    filters = tuple(backbone.get_layer(f"block{b}_conv1").filters for b in range(1, len(VGG16_FILTERS) + 1))
+    block1 = model.get_layer("block1")
+    return Architecture(
+        height=int(height),
+        width=int(width),
+        backbone_filters=filters,
+        top_filters=int(block1.get_layer("block1_conv").filters),
+        bn_momentum=float(block1.get_layer("block1_bn").momentum),
+    )
+
+
+def reconfigure(model: keras.Model, *, dropout: float, weight_decay: float) -> keras.Model:
+    """Same weights, new dropout rate and weight decay: rebuild, then copy every variable across."""
+    fresh = build_end2end(architecture_of(model), dropout=dropout, weight_decay=weight_decay, name=model.name)
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
+def set_phase(model: keras.Model, phase: str) -> None:
+    """Freeze everything the phase does not train.
+
+    A frozen BatchNormalization layer runs in inference mode in Keras 3, so its moving statistics stay
+    those of the source domain, as in the thesis' stage 1.
+    """
+    if phase not in PHASE_TRAINABLE:
+        raise ValueError(f"unknown phase {phase!r}: use one of {', '.join(PHASE_TRAINABLE)}")
+    model.trainable = True
+    for part in PARTS:
+        model.get_layer(part).trainable = part in PHASE_TRAINABLE[phase]
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
+
+
+def phase_summary(arch: Architecture) -> dict[str, Any]:
+    """Total and per-phase trainable/non-trainable parameter counts (what `mammo model summary` prints)."""
+    model = build_end2end(arch, dropout=0.0, weight_decay=0.0)
+    phases = {}
+    for phase in SUMMARY_PHASES:
+        set_phase(model, phase)
+        phases[phase] = parameter_counts(model)
+    set_phase(model, "stage2")
+    return {
+        "input_shape": [arch.height, arch.width, 3],
+        "backbone_filters": list(arch.backbone_filters),
+        "top_filters": arch.top_filters,
+        "parts": {part: parameter_counts(model.get_layer(part))["total"] for part in PARTS},
+        "total": parameter_counts(model)["total"],
+        "phases": phases,
+    }
+
+
+def leaf_layers(model: keras.Layer) -> list[keras.Layer]:
+    """The model's layers in execution order with the nested sub-models expanded."""
+    if isinstance(model, keras.Sequential):
+        return [leaf for layer in model.layers for leaf in leaf_layers(layer)]
+    return [model]
+
+
+def load_model(path) -> keras.Model:
+    """Load a saved End2End model for inference or as a starting point (training state is not needed)."""
+    return keras.models.load_model(path, compile=False)

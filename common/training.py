@@ -1,0 +1,395 @@
+"""Training phases of End2End: source pretraining and the thesis' two-stage fine-tuning (section 4.4).
+
+Every phase is the same loop with different data: Adam on categorical cross-entropy with class-weighted
+samples, L2 weight decay (see common.model), ReduceLROnPlateau and EarlyStopping on val_loss (the
+latter restores the best weights), the best weights saved to `best.weights.h5`, and one history row
+per epoch. `ResumableBackup` extends Keras' BackupAndRestore so that a killed run (a preempted GPU
+pod) continues from its last finished epoch with the callbacks' memory intact: the early-stopping
+and learning-rate counters, the best val_loss and the history rows are saved with the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from common import telemetry
+from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
+from common.data import (
+    Augmentation,
+    Cohort,
+    Preprocessing,
+    class_weights,
+    evaluation_dataset,
+    featurewise_mean,
+    load_cohort,
+    require_both_classes,
+    training_dataset,
+)
+from common.model import Architecture, build_end2end, load_model, parameter_counts, reconfigure, set_phase
+
+HISTORY_COLUMNS = ["epoch", "stage", "loss", "val_loss", "val_auc", "lr"]
+BACKUP_DIR = "_resume"
+BEST_WEIGHTS = "best.weights.h5"
+DEFAULT_SEED = 42
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """One phase's hyperparameters (thesis Table 6 for stage 1 and 2; `training.pretrain` for pretraining)."""
+
+    phase: str
+    learning_rate: float
+    weight_decay: float
+    dropout: float
+    epochs: int
+    batch_size: int
+    reduce_lr_patience: int
+    early_stopping_patience: int
+
+    @property
+    def stage(self) -> str:
+        return self.phase.split("_")[0]
+
+    @classmethod
+    def from_profile(cls, profile: dict[str, Any], phase: str) -> StageSettings:
+        """A phase section may override the shared patiences: pretraining from scratch sits on a plateau
+        for several epochs before it learns, where Table 6's patience of 3 would stop it."""
+        training = profile["training"]
+        section = training[phase.split("_")[0]]
+        return cls(
+            phase=phase,
+            learning_rate=float(section["learning_rate"]),
+            weight_decay=float(section["weight_decay"]),
+            dropout=float(section["dropout"]),
+            epochs=int(section["epochs"]),
+            batch_size=int(training["batch_size"]),
+            reduce_lr_patience=int(section.get("reduce_lr_patience", training["reduce_lr_patience"])),
+            early_stopping_patience=int(section.get("early_stopping_patience", training["early_stopping_patience"])),
+        )
+
+
+def configure_runtime(profile: dict[str, Any]) -> dict[str, Any]:
+    """Mixed precision only where a GPU can profit from it; XLA as the profile says. Never assumes a GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    mixed = bool(profile["model"].get("mixed_precision")) and bool(gpus)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": bool(profile["model"].get("jit_compile"))}
+
+
+@keras.saving.register_keras_serializable(package="mammo")
+class PositiveClassAUC(keras.metrics.AUC):
+    """AUC of the cancer column only; Keras' AUC on a two-column softmax would pool both columns."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true[:, 1], y_pred[:, 1], sample_weight=sample_weight)
+
+
+def compile_for(model: keras.Model, settings: StageSettings, *, jit_compile: bool) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[PositiveClassAUC(name="auc", num_thresholds=500)],
+        jit_compile=jit_compile,
+    )
+
+
+class EpochLog(keras.callbacks.Callback):
+    """history.csv, rewritten atomically after every epoch, and the per-epoch telemetry push."""
+
+    def __init__(self, path: Path, stage: str, step: str):
+        super().__init__()
+        self.path, self.stage, self.step = path, stage, step
+        self.rows: list[dict[str, Any]] = []
+        self._lr = float("nan")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {"epoch": epoch, "stage": self.stage, "lr": self._lr}
+        for column in ("loss", "val_loss", "val_auc"):
+            row[column] = float(logs.get(column, float("nan")))
+        self.rows.append(row)
+        self.write()
+        telemetry.push_epoch(self.step, epoch, {k: v for k, v in row.items() if isinstance(v, float)})
+
+    def write(self) -> None:
+        atomic_write_csv(self.path, pd.DataFrame(self.rows, columns=HISTORY_COLUMNS))
+
+
+def _save_weights_atomically(model: keras.Model, path: Path) -> None:
+    """A kill during the write must never leave a truncated HDF5 where a good one was."""
+    partial = path.with_name(f"partial.{path.name}")
+    model.save_weights(str(partial), overwrite=True)
+    os.replace(partial, path)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """The best checkpoint: weights of the epoch with the lowest val_loss so far, written atomically."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = (logs or {}).get("val_loss")
+        if current is not None and np.isfinite(current) and (self.best is None or current < self.best):
+            self.best = float(current)
+            _save_weights_atomically(self.model, self.path)
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that also keeps the other callbacks' state; must be the last callback.
+
+    Last, because on_train_begin of EarlyStopping and friends resets their counters: the saved values
+    are put back after that. Files are replaced atomically and the epoch marker is written last, so a
+    kill at any moment leaves a loadable backup at most one epoch old.
+    """
+
+    STATE = "callbacks_state.json"
+    FIELDS = {
+        "early_stopping": ("wait", "best", "best_epoch"),
+        "reduce_lr": ("wait", "best", "cooldown_counter"),
+        "best_weights": ("best",),
+    }
+
+    def __init__(self, backup_dir: Path, *, log: EpochLog, early_stopping, reduce_lr, best_weights: BestWeights):
+        super().__init__(str(backup_dir))
+        self.log = log
+        self.stateful = {"early_stopping": early_stopping, "reduce_lr": reduce_lr, "best_weights": best_weights}
+        self.resumed_from_epoch = 0
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        _save_weights_atomically(self.model, Path(self._weights_path))
+        state = {name: {f: _plain(getattr(cb, f)) for f in self.FIELDS[name]} for name, cb in self.stateful.items()}
+        atomic_write_json(backup / self.STATE, {"epoch": self._current_epoch, "rows": self.log.rows, **state})
+        atomic_write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": 0})
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        epoch = int(self.model._initial_epoch or 0)
+        state_path = Path(self.backup_dir) / self.STATE
+        if epoch == 0 or not state_path.is_file():
+            return
+        state = json.loads(state_path.read_text())
+        self.resumed_from_epoch = epoch
+        self.log.rows = [row for row in state["rows"] if row["epoch"] < epoch]
+        self.log.write()
+        for name, callback in self.stateful.items():
+            for name_field, value in state[name].items():
+                setattr(callback, name_field, value)
+        early, best = self.stateful["early_stopping"], self.stateful["best_weights"]
+        if early.restore_best_weights and best.path.is_file():
+            early.best_weights = _weights_in_file(self.model, best.path)
+        print(f"resuming after epoch {epoch} from {self.backup_dir}", file=sys.stderr)
+
+
+def _plain(value):
+    return None if value is None else float(value) if isinstance(value, (float, np.floating)) else value
+
+
+def _weights_in_file(model: keras.Model, path: Path) -> list[np.ndarray]:
+    """Model weights stored in a .weights.h5 file, leaving the model and its optimizer as they were."""
+    current = model.get_weights()
+    optimizer_state = [v.numpy() for v in model.optimizer.variables]
+    model.load_weights(path)
+    stored = model.get_weights()
+    model.set_weights(current)
+    for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
+        variable.assign(value)
+    return stored
+
+
+@dataclass
+class FitOutcome:
+    history: pd.DataFrame
+    best_epoch: int | None
+    best_val_loss: float | None
+    resumed_from_epoch: int
+    epochs_run: int = field(init=False)
+
+    def __post_init__(self):
+        self.epochs_run = len(self.history)
+
+
+def fit(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset,
+    settings: StageSettings,
+    out_dir: Path,
+    *,
+    step: str,
+    fingerprint: str,
+    verbose: int = 2,
+) -> FitOutcome:
+    """Run one phase to completion (or early stop), resuming a killed run of the same fingerprint."""
+    backup = out_dir / BACKUP_DIR
+    _discard_foreign_backup(backup, fingerprint)
+    log = EpochLog(out_dir / "history.csv", settings.stage, step)
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
+    )
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=settings.reduce_lr_patience, factor=0.1)
+    best = BestWeights(out_dir / BEST_WEIGHTS)
+    resume = ResumableBackup(backup, log=log, early_stopping=early, reduce_lr=reduce_lr, best_weights=best)
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=settings.epochs,
+        callbacks=[early, reduce_lr, best, log, resume],
+        shuffle=False,  # the dataset reshuffles its file names every epoch
+        verbose=verbose,
+    )
+    history = pd.DataFrame(log.rows, columns=HISTORY_COLUMNS)
+    finite = history.dropna(subset=["val_loss"])
+    best_row = finite.loc[finite["val_loss"].idxmin()] if not finite.empty else None
+    return FitOutcome(
+        history=history,
+        best_epoch=None if best_row is None else int(best_row["epoch"]),
+        best_val_loss=None if best_row is None else float(best_row["val_loss"]),
+        resumed_from_epoch=resume.resumed_from_epoch,
+    )
+
+
+def _discard_foreign_backup(backup: Path, fingerprint: str) -> None:
+    """A backup left by a run with other inputs or settings must not be resumed."""
+    marker = backup / "fingerprint.txt"
+    if backup.exists() and (not marker.is_file() or marker.read_text() != fingerprint):
+        print(f"discarding {backup}: it belongs to a run with other inputs or settings", file=sys.stderr)
+        shutil.rmtree(backup)
+    backup.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class TrainingRun:
+    """What a training step produced; jobs write it out and stage 2 scores with it."""
+
+    model: keras.Model
+    preprocessing: Preprocessing
+    cohort: Cohort
+    record: dict[str, Any]
+
+
+def train_phase(
+    *,
+    step: str,
+    phase: str,
+    images: Path,
+    split: Path,
+    out_dir: Path,
+    profile: dict[str, Any],
+    init_model: Path | None,
+    source_name: str | None = None,
+    verbose: int = 2,
+) -> TrainingRun:
+    """Train one phase on the train split of `images`, validating on its validation split.
+
+    Pretraining computes the featurewise mean of its own training split (as Shen did for each
+    dataset); fine-tuning keeps the mean of the model it starts from, as the thesis subtracted the
+    public training mean from its private images.
+    """
+    runtime = configure_runtime(profile)
+    settings = StageSettings.from_profile(profile, phase)
+    seed = int(profile["training"].get("seed", DEFAULT_SEED))
+    keras.utils.set_random_seed(seed)
+    if init_model is None:
+        model = build_end2end(
+            Architecture.from_profile(profile), dropout=settings.dropout, weight_decay=settings.weight_decay
+        )
+        start = None
+    else:
+        start = Preprocessing.read(init_model)
+        model = reconfigure(
+            load_model(_model_file(init_model)), dropout=settings.dropout, weight_decay=settings.weight_decay
+        )
+    height, width = int(model.input_shape[1]), int(model.input_shape[2])
+    cohort = load_cohort(images, split).with_size(height, width)
+    cohort.warn()
+    train, validation = cohort.split("train"), cohort.split("validation")
+    require_both_classes(train, f"the train split of {images}")
+    require_both_classes(validation, f"the validation split of {images}")
+    if phase == "pretrain":
+        name = source_name or Path(images).name
+        prep = Preprocessing(featurewise_mean(train["path"]), height, width, f"train split of {name}")
+    elif start is None:
+        raise UnusableInput("fine-tuning needs --model: a folder with model.keras and preprocessing.json")
+    else:
+        prep = start
+    set_phase(model, phase)
+    compile_for(model, settings, jit_compile=runtime["jit_compile"])
+
+    weights = class_weights(train["label"])
+    augmentation = Augmentation.from_profile(profile)
+    train_ds = training_dataset(
+        train, prep, batch_size=settings.batch_size, augmentation=augmentation, weights=weights, seed=seed
+    )
+    val_ds = evaluation_dataset(validation, prep, batch_size=settings.batch_size, labels=True)
+    fingerprint = _fingerprint(
+        asdict(settings), asdict(prep), seed, str(init_model), train[["image_id", "label"]].values.tolist()
+    )
+    outcome = fit(model, train_ds, val_ds, settings, out_dir, step=step, fingerprint=fingerprint, verbose=verbose)
+
+    record = {
+        "phase": phase,
+        "settings": asdict(settings),
+        "optimizer": "adam",
+        "weight_decay_mode": "l2-kernel-regulariser",
+        "loss": "categorical_crossentropy",
+        "monitor": "val_loss",
+        "augmentation": asdict(augmentation),
+        "class_weights": {str(k): v for k, v in weights.items()},
+        "counts": {
+            "train_images": len(train),
+            "train_positive": int(train["label"].sum()),
+            "validation_images": len(validation),
+            "validation_positive": int(validation["label"].sum()),
+            "left_out_images": len(cohort.problems),
+        },
+        "parameters": parameter_counts(model),
+        "init_model": None if init_model is None else str(init_model),
+        "best_epoch": outcome.best_epoch,
+        "best_val_loss": outcome.best_val_loss,
+        "epochs_run": outcome.epochs_run,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "seed": seed,
+        "runtime": runtime,
+    }
+    return TrainingRun(model=model, preprocessing=prep, cohort=cohort, record=record)
+
+
+def _model_file(directory: Path) -> Path:
+    path = Path(directory) / "model.keras"
+    if not path.is_file():
+        raise UnusableInput(f"{directory} has no model.keras")
+    return path
+
+
+def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
+    """model.keras (atomically), preprocessing.json, training.json; history.csv is already there."""
+    partial = out_dir / "model.partial.keras"
+    run.model.save(partial)
+    os.replace(partial, out_dir / "model.keras")
+    run.preprocessing.write(out_dir)
+    atomic_write_json(out_dir / "training.json", run.record)

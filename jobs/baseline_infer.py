@@ -1,0 +1,85 @@
+"""`mammo baseline-infer`: P(cancer) per image from a baseline model, before any adaptation.
+
+The baseline is a model folder (from `mammo pretrain`) or one of Shen's published Keras 2 HDF5
+checkpoints; run on the sources' own test splits it gives the in-domain rows of thesis Tables 2-3, on
+the target cohort the out-of-domain row of Table 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from common.artifacts import UnusableInput, require_success, step_output
+from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
+from common.data import Preprocessing, load_cohort
+from common.inference import score_frame, write_scores_and_metrics
+from common.model import Architecture, build_end2end, load_model
+from common.profile import load_profile
+
+HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
+INPUT_ARGS = ("model", "checkpoint", "images", "split")
+OUTPUT_ARG = "out"
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model folder (model.keras, preprocessing.json)")
+    source.add_argument("--checkpoint", help="Shen's Keras 2 HDF5 file, e.g. inbreast_vgg16_512x1.h5")
+    parser.add_argument(
+        "--checkpoint-mean",
+        type=float,
+        help="featurewise mean (0-255 units) for --checkpoint; default 44.33 for inbreast_*, 52.18 for ddsm_* files",
+    )
+    parser.add_argument("--images", required=True, help="preprocess output folder")
+    parser.add_argument("--split", required=True, help="split output folder")
+    parser.add_argument("--out", required=True, help="folder for scores.csv and metrics.json")
+    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument(
+        "--splits",
+        choices=("all", "test"),
+        default="all",
+        help="all: every split; test: only what metrics.json needs (validation for the threshold, test)",
+    )
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA")
+
+
+def _baseline(args, profile):
+    if args.model:
+        require_success(args.model)
+        path = Path(args.model) / "model.keras"
+        if not path.is_file():
+            raise UnusableInput(f"{args.model} has no model.keras")
+        return load_model(path), Preprocessing.read(args.model)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise UnusableInput(f"checkpoint {checkpoint} does not exist")
+    mean = args.checkpoint_mean if args.checkpoint_mean is not None else published_mean(checkpoint)
+    if mean is None:
+        raise UnusableInput(f"--checkpoint-mean is needed: {checkpoint.name} is not a known published checkpoint")
+    arch = Architecture.from_profile(profile)
+    model = build_end2end(arch, dropout=0.0, weight_decay=0.0)
+    try:
+        load_keras2_weights(model, checkpoint)
+    except CheckpointMismatch as error:
+        hint = "" if profile["model"]["backbone_width"] == 1.0 else " (published checkpoints need --profile full)"
+        raise UnusableInput(f"{error}{hint}") from None
+    return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}")
+
+
+def run(args) -> int:
+    profile = load_profile(args.profile)
+    out = Path(args.out)
+    inputs = {k: getattr(args, k) for k in ("model", "checkpoint", "images", "split") if getattr(args, k)}
+    with step_output("baseline-infer", out, inputs) as record:
+        model, prep = _baseline(args, profile)
+        cohort = load_cohort(args.images, args.split).with_size(prep.height, prep.width)
+        cohort.warn()
+        frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")
+        tta = bool(profile["training"]["flip_tta"]) if args.tta is None else args.tta
+        scores = score_frame(model, frame, prep, batch_size=int(profile["training"]["batch_size"]), tta=tta)
+        metrics = write_scores_and_metrics(scores, out, profile)
+        record.counts.update({"scored_images": len(scores), "left_out_images": len(cohort.problems)})
+        record.extra.update({"preprocessing": asdict(prep), "tta": tta, "test_auc": metrics["auc"]})
+    return 0

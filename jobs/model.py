@@ -1,0 +1,24 @@
+"""`mammo model summary`: parameter counts of End2End per training phase, as JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+
+from common.model import Architecture, phase_summary
+from common.profile import load_profile
+
+HELP = "Inspect the End2End model: `summary` prints total and per-phase trainable parameter counts as JSON."
+INPUT_ARGS: tuple[str, ...] = ()
+OUTPUT_ARG = None
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["summary"])
+    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+
+
+def run(args) -> int:
+    profile = load_profile(args.profile)
+    summary = {"profile": profile["name"], **phase_summary(Architecture.from_profile(profile))}
+    print(json.dumps(summary, indent=2))
+    return 0
