@@ -17,7 +17,7 @@ from test_training import write_cohort
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
 from common.data import Preprocessing
 from common.inference import predict_scores
-from common.model import Architecture, build_end2end, leaf_layers
+from common.model import Architecture, build_end2end, leaf_layers, load_model
 from common.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +187,11 @@ def test_baseline_infer_with_a_checkpoint(tmp_path):
     assert scores["score"].std() > 1e-3
     np.testing.assert_allclose(scores["score"], expected, rtol=1e-4, atol=1e-6)
     assert (out / "metrics.json").is_file() and (out / "_SUCCESS.json").is_file()
+    # The imported checkpoint is kept as a model folder so fine-tuning on real data can start from it.
+    imported = load_model(out / "model.keras")
+    assert Preprocessing.read(out).featurewise_mean == 52.18
+    again = predict_scores(imported, frame, prep, batch_size=8, tta=False, progress=False)
+    np.testing.assert_allclose(again, expected, rtol=1e-4, atol=1e-6)
 
     broken = tmp_path / "ddsm_broken.h5"
     write_keras2_h5(source, broken, drop=("conv2d_1",))
