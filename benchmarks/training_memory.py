@@ -44,8 +44,9 @@ def write_cohort(root: Path, patients: int, height: int, width: int) -> tuple[Pa
                     image = np.clip(image, 0, 65535).astype("uint16")
                     cv2.imwrite(str(images_dir / "images" / f"{image_id}.png"), image)
                     label = int(case and side == "L")
-                    rows.append({"image_id": image_id, "patient_id": patient, "laterality": side, "view": view,
-                                 "label": label})
+                    rows.append(
+                        {"image_id": image_id, "patient_id": patient, "laterality": side, "view": view, "label": label}
+                    )
             split_rows.append({"patient_id": patient, "label": int(case), "split": splits[(p // 2) % len(splits)]})
         pd.DataFrame(rows).to_csv(images_dir / "images.csv", index=False)
     with step_output("split", split_dir, {}):
@@ -80,8 +81,24 @@ def one_epoch_profile(root: Path, name: str) -> Path:
 
 
 def peak_rss_of_finetune(model: Path, images: Path, split: Path, out: Path, profile: Path) -> dict:
-    command = [sys.executable, "-m", "jobs.cli", "finetune-stage1", "--model", str(model), "--images", str(images),
-               "--split", str(split), "--config", "2", "--out", str(out), "--profile", str(profile)]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.cli",
+        "finetune-stage1",
+        "--model",
+        str(model),
+        "--images",
+        str(images),
+        "--split",
+        str(split),
+        "--config",
+        "2",
+        "--out",
+        str(out),
+        "--profile",
+        str(profile),
+    ]
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=_common.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
@@ -113,15 +130,28 @@ def main() -> int:
         for factor in (1, 4):
             images, split = write_cohort(root / f"x{factor}", patients * factor, height, width)
             result = peak_rss_of_finetune(model, images, split, root / f"out{factor}", profile_path)
-            rows.append({"cohort": f"{factor}x", "patients": patients * factor, "images": 4 * patients * factor,
-                         **result})
+            rows.append(
+                {"cohort": f"{factor}x", "patients": patients * factor, "images": 4 * patients * factor, **result}
+            )
     ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
-    _common.table(f"Peak RSS of one fine-tuning epoch ({name} profile, {height}x{width})", rows,
-                  ["cohort", "patients", "images", "peak_rss_mb", "seconds"])
+    _common.table(
+        f"Peak RSS of one fine-tuning epoch ({name} profile, {height}x{width})",
+        rows,
+        ["cohort", "patients", "images", "peak_rss_mb", "seconds"],
+    )
     verdict = "PASS" if ratio <= LIMIT else "FAIL"
     print(f"peak RSS ratio 4x/1x = {ratio:.3f} (limit {LIMIT}): {verdict}")
-    _common.write_result(NAME, args.results, args.quick, started, profile=name, runs=rows, ratio=ratio,
-                         limit=LIMIT, passed=ratio <= LIMIT)
+    _common.write_result(
+        NAME,
+        args.results,
+        args.quick,
+        started,
+        profile=name,
+        runs=rows,
+        ratio=ratio,
+        limit=LIMIT,
+        passed=ratio <= LIMIT,
+    )
     return 0 if ratio <= LIMIT else 1
 
 
