@@ -81,11 +81,16 @@ class StageSettings:
 
 
 def configure_runtime(profile: dict[str, Any]) -> dict[str, Any]:
-    """Mixed precision only where a GPU can profit from it; XLA as the profile says. Never assumes a GPU."""
+    """Mixed precision and XLA only where a GPU can profit from them; never assumes a GPU.
+
+    XLA on this project's CPUs made full-size training 1.6x and demo inference 3.9x slower
+    (benchmarks/training_throughput.py), so the profile's switch applies to GPU runs only.
+    """
     gpus = tf.config.list_physical_devices("GPU")
     mixed = bool(profile["model"].get("mixed_precision")) and bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": bool(profile["model"].get("jit_compile"))}
+    jit = bool(profile["model"].get("jit_compile")) and bool(gpus)
+    return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": jit}
 
 
 @keras.saving.register_keras_serializable(package="mammo")
