@@ -120,6 +120,8 @@ def _figures(workdir: WorkDir, found: dict, *, n_boot: int, seed: int):
         history, boundary = figures.stage_history(stage1, stage2)
         add(name, f"Loss curves, fine-tuning Config {config} (thesis Figure {figure_number})",
             "Training and validation loss per epoch, stage 1 then stage 2 on one axis; dashed line: stage boundary."
+            " The loss includes the L2 weight-decay penalty of the trainable layers: stage 2 penalises every layer"
+            " at its larger decay, so the level jumps at the boundary while the cross-entropy need not."
             + ("" if boundary is not None else " Only one stage's history is available."),
             figures.loss_figure(history, boundary, f"Config {config}"))
     for model in ("a", "ab"):
