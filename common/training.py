@@ -391,10 +391,15 @@ def _model_file(directory: Path) -> Path:
     return path
 
 
-def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
-    """model.keras (atomically), preprocessing.json, training.json; history.csv is already there."""
+def write_model_folder(model: keras.Model, preprocessing: Preprocessing, out_dir: Path) -> None:
+    """model.keras (atomically) and the preprocessing.json that must travel with it."""
     partial = out_dir / "model.partial.keras"
-    run.model.save(partial)
+    model.save(partial)
     os.replace(partial, out_dir / "model.keras")
-    run.preprocessing.write(out_dir)
+    preprocessing.write(out_dir)
+
+
+def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
+    """A trained model's folder: model.keras, preprocessing.json, training.json; history.csv is already there."""
+    write_model_folder(run.model, run.preprocessing, out_dir)
     atomic_write_json(out_dir / "training.json", run.record)

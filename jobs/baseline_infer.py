@@ -8,7 +8,6 @@ the target cohort the out-of-domain row of Table 4.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from common.data import Preprocessing, load_cohort
 from common.inference import score_frame, write_scores_and_metrics
 from common.model import Architecture, build_end2end, load_model
 from common.profile import load_profile
+from common.training import write_model_folder
 
 HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
 INPUT_ARGS = ("model", "checkpoint", "images", "split")
@@ -69,22 +69,14 @@ def _baseline(args, profile):
     return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}")
 
 
-def _keep_imported_model(model, prep: Preprocessing, out: Path) -> None:
-    """Save the checkpoint as a Keras 3 model folder: fine-tuning on real data starts from this output."""
-    partial = out / "model.partial.keras"
-    model.save(partial)
-    os.replace(partial, out / "model.keras")
-    prep.write(out)
-
-
 def run(args) -> int:
     profile = load_profile(args.profile)
     out = Path(args.out)
     inputs = {k: getattr(args, k) for k in ("model", "checkpoint", "images", "split") if getattr(args, k)}
     with step_output("baseline-infer", out, inputs) as record:
         model, prep = _baseline(args, profile)
-        if args.checkpoint:
-            _keep_imported_model(model, prep, out)
+        if args.checkpoint:  # kept as a model folder: fine-tuning on real data starts from this output
+            write_model_folder(model, prep, out)
         cohort = load_cohort(args.images, args.split).with_size(prep.height, prep.width)
         cohort.warn()
         frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")
