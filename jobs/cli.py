@@ -13,7 +13,6 @@ import importlib
 import os
 import sys
 import time
-from types import ModuleType
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the step's own lines
 
@@ -38,25 +37,15 @@ STEPS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(module_name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name == module_name:
-            return None
-        raise
-
-
 def build_parser(load: set[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; with `load`, only those steps' modules are imported (the others list their summary)."""
     parser = argparse.ArgumentParser(prog="mammo", description="Mammography CNN domain-shift pipeline.")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     for step, (module_name, summary) in STEPS.items():
-        module = _load(module_name) if load is None or step in load else None
-        if module is None:
-            known = load is not None and step not in load
-            sub.add_parser(step, help=summary if known else "not implemented yet")
+        if load is not None and step not in load:
+            sub.add_parser(step, help=summary)
             continue
+        module = importlib.import_module(module_name)
         step_parser = sub.add_parser(step, help=summary, description=module.HELP)
         module.add_arguments(step_parser)
         storage.add_arguments(step_parser)
@@ -67,10 +56,7 @@ def build_parser(load: set[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(load={a for a in argv[:1] if a in STEPS}).parse_args(argv)
-    module = getattr(args, "_module", None)
-    if module is None:
-        print(f"mammo {args.step}: not implemented yet", file=sys.stderr)
-        return 2
+    module = args._module
     started = time.time()
     try:
         from common import telemetry
