@@ -8,10 +8,11 @@ the target cohort the out-of-domain row of Table 4.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from common.artifacts import UnusableInput, require_success, step_output
+from common.artifacts import UnusableInput, atomic_write_json, require_success, step_output
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
 from common.data import Preprocessing, load_cohort
 from common.inference import score_frame, write_scores_and_metrics
@@ -52,7 +53,7 @@ def _baseline(args, profile):
         path = Path(args.model) / "model.keras"
         if not path.is_file():
             raise UnusableInput(f"{args.model} has no model.keras")
-        return load_model(path), Preprocessing.read(args.model)
+        return load_model(path), Preprocessing.read(args.model), None
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise UnusableInput(f"checkpoint {checkpoint} does not exist")
@@ -62,11 +63,12 @@ def _baseline(args, profile):
     arch = Architecture.from_profile(profile)
     model = build_end2end(arch, dropout=0.0, weight_decay=0.0)
     try:
-        load_keras2_weights(model, checkpoint)
+        match = load_keras2_weights(model, checkpoint)
     except CheckpointMismatch as error:
         hint = "" if profile["model"]["backbone_width"] == 1.0 else " (published checkpoints need --profile full)"
         raise UnusableInput(f"{error}{hint}") from None
-    return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}")
+    print(f"checkpoint {checkpoint.name}: {len(match.pairs)} layers paired, {match.rule}", file=sys.stderr)
+    return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}"), match
 
 
 def run(args) -> int:
@@ -74,9 +76,13 @@ def run(args) -> int:
     out = Path(args.out)
     inputs = {k: getattr(args, k) for k in ("model", "checkpoint", "images", "split") if getattr(args, k)}
     with step_output("baseline-infer", out, inputs) as record:
-        model, prep = _baseline(args, profile)
-        if args.checkpoint:  # kept as a model folder: fine-tuning on real data starts from this output
+        model, prep, match = _baseline(args, profile)
+        if match is not None:  # kept as a model folder: fine-tuning on real data starts from this output
             write_model_folder(model, prep, out)
+            # Which checkpoint layer went into which model layer, so a user can audit the import.
+            audit = {"checkpoint": Path(args.checkpoint).name, **match.as_json()}
+            atomic_write_json(out / "checkpoint_match.json", audit)
+            record.extra["checkpoint_rule"] = match.rule
         cohort = load_cohort(args.images, args.split).with_size(prep.height, prep.width)
         cohort.warn()
         frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")

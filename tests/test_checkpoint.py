@@ -3,6 +3,7 @@ random weights, must reproduce that model's predictions; a file that does not fi
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -66,9 +67,16 @@ def random_model(seed: int, input_scale: float = 1.0):
     return model
 
 
-def write_keras2_h5(model, path: Path, *, drop=(), reshape=(), root_group: bool = True) -> None:
+def write_keras2_h5(
+    model, path: Path, *, drop=(), reshape=(), root_group: bool = True, nested_last=(), rename=None
+) -> None:
     """Write `model` in the Keras 2.0 layout: model_weights/<layer>/<layer>/<weight>:0 with layer_names and
-    weight_names attributes, the VGG part nested as `model_1` (its weight names prefixed by their layer)."""
+    weight_names attributes, the VGG part nested as `model_1` (its weight names prefixed by their layer).
+
+    `nested_last` lists backbone layers whose weights go last inside `model_1`, as Keras 2 orders a sub-model
+    saved while those layers were frozen (trainable weights first); `rename` renames backbone layers.
+    """
+    rename = rename or {}
     layers = {layer.name: layer for layer in leaf_layers(model)}
     with h5py.File(path, "w") as handle:
         handle.attrs["keras_version"] = b"2.0.8"
@@ -79,10 +87,13 @@ def write_keras2_h5(model, path: Path, *, drop=(), reshape=(), root_group: bool 
         root.create_group("input_1").attrs["weight_names"] = []
         nested = root.create_group("model_1")
         names = []
-        for layer in model.get_layer("backbone").layers:
+        backbone = model.get_layer("backbone").layers
+        ordered = sorted(backbone, key=lambda layer: layer.name in nested_last)  # stable: the rest keep their order
+        for layer in ordered:
             for suffix, weight in zip(SUFFIXES.get(len(layer.weights), ()), layer.weights, strict=False):
-                name = f"{layer.name}/{suffix}:0"
-                nested.create_dataset(name, data=weight.numpy())
+                name = f"{rename.get(layer.name, layer.name)}/{suffix}:0"
+                if name not in nested:  # a rename onto an existing layer lists its weights twice
+                    nested.create_dataset(name, data=weight.numpy())
                 names.append(name.encode())
         nested.attrs["weight_names"] = names
         for keras2_name, ours in TOP:
@@ -111,13 +122,60 @@ def test_keras2_file_reproduces_predictions(tmp_path, root_group):
     path = tmp_path / "inbreast_vgg16_512x1.h5"
     write_keras2_h5(source, path, root_group=root_group)
     target = build_end2end(ARCH, dropout=0.5, weight_decay=0.0)
-    pairs = load_keras2_weights(target, path)
+    pairs = load_keras2_weights(target, path).pairs
     assert pairs[0] == ("block1_conv1", "block1_conv1") and pairs[-1] == ("dense_1", "head_dense")
     assert ("batch_normalization_2", "block2_bn") in pairs
     x = images(seed=2)
     expected = source.predict(x, verbose=0)
     assert expected[:, 1].std() > 1e-3, "the random model must not be constant, or the comparison proves nothing"
     np.testing.assert_allclose(target.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_backbone_layers_pair_by_name_not_position(tmp_path):
+    """A file saved with block5_conv1 frozen lists it last in model_1; shapes of block5_conv1-3 are equal, so only
+    the names can pair them correctly."""
+    source = random_model(seed=11)
+    path = tmp_path / "frozen_save.h5"
+    write_keras2_h5(source, path, nested_last=("block5_conv1",))
+    target = build_end2end(ARCH, dropout=0.5, weight_decay=0.0)
+    match = load_keras2_weights(target, path)
+    assert match.rule == "backbone by layer name, top layers by order and kind"
+    assert ("block5_conv1", "block5_conv1") in match.pairs
+    x = images(seed=12)
+    expected = source.predict(x, verbose=0)
+    assert expected[:, 1].std() > 1e-3
+    np.testing.assert_allclose(target.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_backbone_name_that_does_not_fit_is_refused_even_if_the_shape_does(tmp_path):
+    path = tmp_path / "renamed.h5"
+    write_keras2_h5(random_model(seed=13), path, rename={"block5_conv2": "block5_conv9"})
+    target = build_end2end(ARCH, dropout=0.2, weight_decay=0.0)
+    before = [w.copy() for w in target.get_weights()]
+    with pytest.raises(CheckpointMismatch, match=r"block5_conv9.*no model layer|block5_conv2.*no counterpart"):
+        load_keras2_weights(target, path)
+    for a, b in zip(before, target.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_backbone_layer_listed_twice_is_ambiguous(tmp_path):
+    path = tmp_path / "twice.h5"
+    write_keras2_h5(random_model(seed=14), path, rename={"block5_conv2": "block5_conv1"})
+    with pytest.raises(CheckpointMismatch, match=r"'block5_conv1'.*more than once"):
+        load_keras2_weights(build_end2end(ARCH, dropout=0.2, weight_decay=0.0), path)
+
+
+def test_a_file_without_vgg_names_falls_back_to_order_and_says_so(tmp_path):
+    """A backbone built without VGG names (Keras 2 auto-numbered conv2d_N) can only be paired by order."""
+    source = random_model(seed=15)
+    backbone = [layer.name for layer in source.get_layer("backbone").layers if layer.weights]
+    path = tmp_path / "anonymous.h5"
+    write_keras2_h5(source, path, rename={name: f"conv2d_{i + 10}" for i, name in enumerate(backbone)})
+    target = build_end2end(ARCH, dropout=0.2, weight_decay=0.0)
+    match = load_keras2_weights(target, path)
+    assert match.rule == "file order and shape (the file names no backbone layers)"
+    x = images(seed=16)
+    np.testing.assert_allclose(target.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5, atol=1e-4)
 
 
 def test_missing_layer_is_named_and_nothing_is_loaded(tmp_path):
@@ -179,7 +237,13 @@ def test_baseline_infer_with_a_checkpoint(tmp_path):
         "ci",
         "--no-tta",
     ]
-    subprocess.run(command, check=True, cwd=ROOT, capture_output=True)
+    done = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    assert "backbone by layer name" in done.stderr
+    audit = json.loads((out / "checkpoint_match.json").read_text())
+    assert audit["checkpoint"] == checkpoint.name and audit["rule"].startswith("backbone by layer name")
+    weighted = [layer.name for layer in leaf_layers(source) if layer.weights]
+    assert [p["model"] for p in audit["pairs"]] == weighted
+    assert {"checkpoint": "block5_conv1", "model": "block5_conv1"} in audit["pairs"]
     scores = pd.read_csv(out / "scores.csv", dtype={"patient_id": str})
     frame = scores.assign(path=[str(images_dir / "images" / f"{i}.png") for i in scores["image_id"]])
     prep = Preprocessing(52.18, ARCH.height, ARCH.width, "test")
