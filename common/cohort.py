@@ -1,7 +1,8 @@
 """The hospital's cohort file and the rules that tie images to it.
 
 cohort.csv (docs/contracts.md): patient_id, age, label (1 case / 0 control), pair_id (optional),
-cancer_laterality (L, R, B or empty). A cohort that breaks the contract is refused as a whole, with every
+cancer_laterality (L, R, B or empty), split (optional: a dataset's official subset, train, validation, test
+or empty; `mammo split --fixed` keeps it). A cohort that breaks the contract is refused as a whole, with every
 problem named in one line, because a silently dropped or mislabelled patient would bias every metric
 downstream. Age may be left empty; the preprocess step then falls back to the DICOM PatientAge.
 
@@ -19,7 +20,8 @@ import pandas as pd
 from common.artifacts import UnusableInput
 
 REQUIRED_COLUMNS = ("patient_id", "age", "label", "cancer_laterality")
-OPTIONAL_COLUMNS = ("pair_id",)
+OPTIONAL_COLUMNS = ("pair_id", "split")
+OFFICIAL_SUBSETS = ("train", "validation", "test", "")
 LATERALITIES = ("L", "R", "B", "")
 MIN_AGE, MAX_AGE = 1, 120
 FOUR_VIEWS = frozenset({("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")})
@@ -34,7 +36,7 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     """Read and validate cohort.csv; returns one row per patient with typed columns, indexed by nothing.
 
     Columns out: patient_id (str), age (float, NaN when empty), label (int 0/1), pair_id (str, '' when
-    absent), cancer_laterality (str in L/R/B/'').
+    absent), cancer_laterality (str in L/R/B/''), split (str in train/validation/test/'', '' when absent).
     """
     path = Path(path)
     try:
@@ -55,6 +57,7 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     cohort["label"] = raw["label"].str.strip()
     cohort["pair_id"] = raw["pair_id"].str.strip() if "pair_id" in raw.columns else ""
     cohort["cancer_laterality"] = raw["cancer_laterality"].str.strip().str.upper()
+    cohort["split"] = raw["split"].str.strip().str.lower() if "split" in raw.columns else ""
 
     row = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # CSV line numbers (header is line 1)
     problems = []
@@ -71,6 +74,8 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     _collect(problems, "case (label 1) without cancer_laterality", row[case_without_side])
     control_with_side = (cohort["label"] == "0") & cohort["cancer_laterality"].isin(["L", "R", "B"])
     _collect(problems, "control (label 0) with a cancer_laterality", row[control_with_side])
+    bad_split = ~cohort["split"].isin(OFFICIAL_SUBSETS)
+    _collect(problems, "split not train/validation/test/empty", row[bad_split], cohort["split"][bad_split])
     if problems:
         raise CohortError(f"{path}: " + "; ".join(problems))
     cohort["label"] = cohort["label"].astype(int)

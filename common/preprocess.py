@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ class Settings:
     width: int
     target_spacing_mm: float
     patients: dict[str, tuple[int, str]]  # patient_id -> (label, cancer_laterality)
+    # With an image table (`mammo cohort`): source_file -> (patient_id, laterality, view, image label).
+    table: dict[str, tuple[str, str, str, int]] | None = None
 
 
 def preprocess_folder(
@@ -74,8 +76,12 @@ def preprocess_folder(
     out_dir: str | Path,
     profile: str | dict[str, Any] = "demo",
     workers: int | None = None,
+    image_table: str | Path | None = None,
 ) -> dict[str, int]:
     """Run the step body; writes images/, hires/, images.csv, rejected.csv and returns counts.
+
+    With `image_table` (written by `mammo cohort`) only the files it lists are read, each with the patient
+    and the per-image label the dataset's metadata gave it, instead of matching PatientIDs to the cohort.
 
     Raises UnusableInput (after writing rejected.csv) when no file could be used, so the step fails visibly.
     """
@@ -97,9 +103,12 @@ def preprocess_folder(
     for folder in (settings.images_dir, settings.hires_dir):
         _clear_pngs(folder)
     (out / "images.csv").unlink(missing_ok=True)
-    files = find_files(input_root, skip={Path(cohort_path).resolve(), out.resolve()})
-
     rows, rejected, claimed = [], [], {}
+    if image_table is None:
+        files = find_files(input_root, skip={Path(cohort_path).resolve(), out.resolve()})
+    else:
+        table, files, rejected = read_image_table(image_table, input_root, set(settings.patients))
+        settings = replace(settings, table=table)
     for result in _run(files, settings, workers):
         if "reason" in result:
             rejected.append({"file": result["file"], "reason": result["reason"]})
@@ -135,6 +144,34 @@ def preprocess_folder(
         "assumed_spacing_images": int(images["pixel_spacing_mm"].isna().sum()),
         "age_mismatches": age_mismatches,
     }
+
+
+def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
+    """(table by source_file, files to read, rejected rows) from image_table.csv; bad rows are rejected, not fatal."""
+    columns = ["file", "patient_id", "laterality", "view", "label"]
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise UnusableInput(f"image table {path}: not a readable CSV ({type(error).__name__})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UnusableInput(f"image table {path}: missing columns {', '.join(missing)}")
+    table, files, rejected = {}, [], []
+    for row in frame.itertuples():
+        if row.file in table:
+            reason = "listed twice in the image table"
+        elif row.patient_id not in patients:
+            reason = "patient of the image table not in cohort.csv"
+        elif row.label not in ("0", "1") or row.laterality not in ("L", "R") or row.view not in ("CC", "MLO"):
+            reason = "image table row needs label 0/1, laterality L/R and view CC/MLO"
+        elif not (input_root / row.file).is_file():
+            reason = "listed in the image table but not in the input folder"
+        else:
+            table[row.file] = (row.patient_id, row.laterality, row.view, int(row.label))
+            files.append(input_root / row.file)
+            continue
+        rejected.append({"file": row.file, "reason": reason})
+    return table, files, rejected
 
 
 def find_files(root: Path, skip: set[Path] = frozenset()) -> list[Path]:
@@ -243,9 +280,15 @@ def _first_line(error: Exception) -> str:
 
 def _convert(index: int, path: Path, relative: str, settings: Settings) -> dict[str, Any]:
     header = read_dicom(path, name_hint=relative, with_pixels=False)
-    patient_id = match_patient((*header.patient_id_candidates, cbis_patient_id(relative)), settings.patients.keys())
-    if patient_id is None:
-        raise DicomError("patient not in cohort.csv (neither PatientID nor a CBIS-DDSM id in it or the path)")
+    if settings.table is not None:
+        patient_id, laterality, view, table_label = settings.table[relative]
+        if (header.laterality, header.view) != (laterality, view):
+            raise DicomError(f"DICOM says {header.laterality} {header.view}, the image table {laterality} {view}")
+    else:
+        patient_id = match_patient((*header.patient_id_candidates, cbis_patient_id(relative)),
+                                   settings.patients.keys())
+        if patient_id is None:
+            raise DicomError("patient not in cohort.csv (neither PatientID nor a CBIS-DDSM id in it or the path)")
     image = read_dicom(path, name_hint=relative)
     pixels = image.pixels
     resized = cv2.resize(pixels, (settings.width, settings.height), interpolation=cv2.INTER_AREA)
@@ -266,7 +309,8 @@ def _convert(index: int, path: Path, relative: str, settings: Settings) -> dict[
         "patient_id": patient_id,
         "laterality": image.laterality,
         "view": image.view,
-        "label": image_label(label, cancer_laterality, image.laterality),
+        "label": table_label if settings.table is not None else image_label(label, cancer_laterality,
+                                                                             image.laterality),
         "source_file": relative,
         "original_height": int(image.pixels.shape[0]),
         "original_width": int(image.pixels.shape[1]),

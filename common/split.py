@@ -143,6 +143,35 @@ def assign_split(cohort: pd.DataFrame, settings: SplitSettings, previous: pd.Dat
     return frame[COLUMNS].reset_index(drop=True)
 
 
+def assign_fixed_split(cohort: pd.DataFrame, settings: SplitSettings,
+                       previous: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Keep a dataset's official split: its test (and validation) patients stay; its training patients are split.
+
+    Official splits (CBIS-DDSM, VinDr-Mammo) have only train and test, but training needs a validation subset
+    for early stopping and the G-mean threshold. So the official test set is kept whole (Shen et al. report
+    on it), and the official training patients are divided into train and validation by the scheme above,
+    in the profile's train:validation ratio (70:10 -> 87.5% / 12.5%), still age-stratified and pair-preserving.
+    """
+    official = cohort["split"].fillna("").astype(str)
+    if (official == "").any():
+        raise UnusableInput(f"--fixed needs an official split for every patient; {int((official == '').sum())} "
+                            "patient(s) have an empty split column")
+    train_share, validation_share = settings.fractions[0], settings.fractions[1]
+    if train_share + validation_share <= 0:
+        raise UnusableInput("--fixed needs a non-zero train or validation fraction in the profile")
+    inner = SplitSettings((train_share / (train_share + validation_share),
+                           validation_share / (train_share + validation_share), 0.0), settings.age_bins, settings.seed)
+    training = cohort[official == "train"]
+    parts = [assign_split(training, inner, previous)] if len(training) else []
+    for subset in ("validation", "test"):
+        kept = cohort[official == subset]
+        if len(kept):
+            placed = assign_split(kept, settings)  # for the age strata; the subset itself is the official one
+            placed["split"] = subset
+            parts.append(placed)
+    return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
 def split_counts(split: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Patients and cases per subset, for `_SUCCESS.json` and logs."""
     return {

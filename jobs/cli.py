@@ -23,6 +23,7 @@ from common.artifacts import UnusableInput
 # import only the module they need: model steps pull in TensorFlow, CPU steps should not pay for it.
 STEPS: dict[str, tuple[str, str]] = {
     "synth": ("jobs.synth", "write a synthetic four-view cohort (DICOM + cohort.csv) for one domain"),
+    "cohort": ("jobs.cohort", "public dataset metadata (CBIS-DDSM, INbreast, CMMD, VinDr-Mammo) -> cohort.csv"),
     "preprocess": ("jobs.preprocess", "DICOM folder -> oriented, resized 16-bit PNGs + images.csv/rejected.csv"),
     "split": ("jobs.split", "patient-level 70/10/20 split, age-stratified, pairs together, stable under growth"),
     "pretrain": ("jobs.pretrain", "train End2End VGG16 on a source domain (the baseline when no checkpoint)"),

@@ -10,7 +10,7 @@ from common.preprocess import preprocess_folder
 from common.profile import load_profile
 
 HELP = "Decode DICOMs, put the chest wall on the left, resize to the profile size; index and reject list."
-INPUT_ARGS = ("input", "cohort")
+INPUT_ARGS = ("input", "cohort", "image_table")
 OUTPUT_ARG = "out"
 
 
@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="folder (or s3:// prefix) with DICOM files, any layout")
     parser.add_argument("--cohort", required=True, help="cohort.csv (patient_id, age, label, pair_id, "
                         "cancer_laterality)")
+    parser.add_argument("--image-table", default=None, help="image_table.csv from `mammo cohort`: read only its "
+                        "files, with its patients and per-image labels")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--profile", default="demo", help="demo, ci, full or a profile YAML file")
     parser.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
@@ -35,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile)
     except ValueError as error:
         raise UnusableInput(str(error)) from None
-    inputs = {"input": args.input, "cohort": args.cohort, "profile": args.profile}
+    inputs = {"input": args.input, "cohort": args.cohort, "profile": args.profile,
+              **({"image_table": args.image_table} if args.image_table else {})}
     with step_output("preprocess", args.out, inputs) as record:
-        counts = preprocess_folder(args.input, args.cohort, args.out, profile, args.workers)
+        counts = preprocess_folder(args.input, args.cohort, args.out, profile, args.workers, args.image_table)
         record.counts.update(counts)
     print(f"mammo preprocess: {counts['images']} images of {counts['patients']} patients "
           f"({counts['patients_four_views']} with four views), {counts['rejected']} file(s) rejected",
