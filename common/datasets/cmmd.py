@@ -32,15 +32,15 @@ def build(metadata: list[Path], dicom_root: Path, options: dict) -> Assembly:
     sheet = read_sheet(metadata[0])
     sheet.require(*REQUIRED)
     frame = sheet.frame
-    frame["id1"] = frame["id1"].str.upper()
+    frame["match"] = frame["id1"].str.upper()  # IDs are matched to PatientID without regard to case
     frame["leftright"] = frame["leftright"].str.upper()
-    duplicated = frame.duplicated(["id1", "leftright"], keep=False)
+    duplicated = frame.duplicated(["match", "leftright"], keep=False)
     rejected: list[dict[str, str]] = []
     breasts: dict[tuple[str, str], dict] = {}
     tainted: set[tuple[str, str]] = set()
     for index in frame.index:
         where = sheet.where(int(frame.at[index, "line"]))
-        key = (frame.at[index, "id1"], frame.at[index, "leftright"])
+        key = (frame.at[index, "match"], frame.at[index, "leftright"])
         classification = frame.at[index, "classification"].upper()
         if not key[0] or key[1] not in ("L", "R"):
             rejected.append(metadata_rejection(where, "ID1 empty or LeftRight not L/R"))
@@ -52,8 +52,8 @@ def build(metadata: list[Path], dicom_root: Path, options: dict) -> Assembly:
                                                       "Malignant"))
         else:
             age = pd.to_numeric(sheet.column("age")[index], errors="coerce")
-            breasts[key] = {"where": where, "label": CLASSIFICATION[classification], "age": age,
-                            "source_label": frame.at[index, "classification"]}
+            breasts[key] = {"where": where, "patient_id": frame.at[index, "id1"], "age": age,
+                            "label": CLASSIFICATION[classification], "source_label": frame.at[index, "classification"]}
             continue
         tainted.add(key)
 
@@ -71,8 +71,9 @@ def build(metadata: list[Path], dicom_root: Path, options: dict) -> Assembly:
             rejected.append(image_rejection(header.file, "breast not in the clinical sheet (unlabelled)"))
             continue
         age = breast["age"] if pd.notna(breast["age"]) else header.dicom_age
-        images.append({"file": header.file, "patient_id": key[0], "laterality": key[1], "view": header.view,
-                       "label": breast["label"], "split": "", "age": age, "source_label": breast["source_label"]})
+        images.append({"file": header.file, "patient_id": breast["patient_id"], "laterality": key[1],
+                       "view": header.view, "label": breast["label"], "split": "", "age": age,
+                       "source_label": breast["source_label"]})
     for key, breast in breasts.items():
         if key not in matched:
             rejected.append(metadata_rejection(breast["where"], "no DICOM file of this patient and breast"))
