@@ -185,3 +185,15 @@ def test_settings_come_from_the_profiles():
 def test_feasible_grid_keeps_one_value_when_all_are_too_large():
     grid, dropped = feasible_grid({"pca__n_components": [40, 50]}, 12)
     assert grid == {"pca__n_components": [12]} and dropped == {"pca__n_components": [40, 50]}
+
+
+def test_a_cohort_without_training_ages_gets_a_constant_age_not_an_error():
+    """Public datasets without ages (CBIS-DDSM): age carries no information, every vector gets the same value."""
+    data = cohort(n=8, drop=(("P2", "RCC"), ("P2", "RMLO")))  # P2 has only two views, the left breast
+    data["split"]["age"] = np.nan
+    data["split"].loc[data["split"]["patient_id"] == "P7", "age"] = 61.0  # a test patient with an age
+    vectors, excluded = build_patient_vectors(**data)
+    assert excluded.empty and len(vectors) == 8
+    assert vectors["age"].nunique() == 1 and np.isfinite(vectors["age"]).all()
+    row = vectors.set_index("patient_id").loc["P2"]
+    assert "RCC:median" in row["imputed"] and "age:none in training" in row["imputed"]

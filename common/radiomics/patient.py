@@ -10,7 +10,9 @@ feature extraction) never stop the step. Rule, applied per view and recorded in 
 1. a missing view takes the score and features of the other view of the same breast (CC <-> MLO),
    which images the same tissue;
 2. whatever is still missing takes the median of the training split's observed values (training
-   only, so validation and test never leak into the model), as does a missing age.
+   only, so validation and test never leak into the model), as does a missing age;
+3. when no training patient has an age (public datasets such as CBIS-DDSM publish none), age carries no
+   information the model could learn, so every patient gets the same constant age (`age:none in training`).
 Patients without a single view that has both a CNN score and features are excluded with a reason
 instead: four imputed views would make a synthetic patient.
 """
@@ -23,6 +25,7 @@ import pandas as pd
 from common.radiomics.features import FEATURE_NAMES
 
 VIEW_ORDER = ("LCC", "RCC", "LMLO", "RMLO")
+NO_AGE = 0.0  # the constant age of a cohort whose training patients have none
 SAME_BREAST = {"LCC": "LMLO", "LMLO": "LCC", "RCC": "RMLO", "RMLO": "RCC"}
 
 
@@ -82,6 +85,10 @@ def build_patient_vectors(
         [wide[view_columns(view)].where(observed[view], axis=0) for view in VIEW_ORDER] + [wide[["age"]]], axis=1
     )
     medians = originally[in_training].median()
+    if pd.isna(medians["age"]):
+        wide["age"], medians["age"] = NO_AGE, NO_AGE
+        for pid in wide.index:
+            notes[pid].append("age:none in training")
     for view in [*VIEW_ORDER, "age"]:
         columns = ["age"] if view == "age" else view_columns(view)
         gaps = wide[columns].isna()
