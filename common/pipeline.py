@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.datasets import DATASETS, OFFICIAL_SPLIT
 from common.profile import load_profile
 
 MODES = ("synthetic", "real")
@@ -77,6 +78,7 @@ class Resources:
 STEP_RESOURCES: dict[str, Resources] = {
     "synth": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
     "preprocess": Resources(gpu=False, cpu="2", memory="2Gi", memory_limit="16Gi", deadline_seconds=6 * 3600),
+    "cohort": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="4Gi", deadline_seconds=2 * 3600),
     "split": Resources(gpu=False, cpu="250m", memory="256Mi", memory_limit="2Gi", deadline_seconds=1800),
     "pretrain": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=48 * 3600),
     "baseline-infer": Resources(gpu=True, cpu="2", memory="2Gi", memory_limit="24Gi", deadline_seconds=8 * 3600),
@@ -121,7 +123,8 @@ class Task:
         bound = {**self.params, **(params or {})}
         argv = [self.step]
         for option, value in self.args:
-            argv.append(option)
+            if option:  # an empty option name marks a positional argument or a bare flag (the value)
+                argv.append(option)
             if option == "--out":
                 argv.append(f"{root}/{self.name}")
             elif isinstance(value, Out):
@@ -159,6 +162,9 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
     params (all optional in synthetic mode):
       hospital_dicom, hospital_cohort        real mode: the target cohort (folder of DICOMs, cohort.csv)
       film_dicom, film_cohort, ffdm_dicom, ffdm_cohort   source domains (in-domain rows, pretraining)
+      <domain>_dataset, <domain>_metadata_<i>, <domain>_dicom   a domain straight from a public dataset's
+                                             metadata (`mammo cohort`, e.g. film = cbis-ddsm); datasets with an
+                                             official split keep it (`mammo split --fixed`)
       checkpoint (+ checkpoint_mean)         a published End2End HDF5 checkpoint as the baseline
       model                                  a model folder as the baseline (instead of a checkpoint)
       finetune_configs                       which stage-1 configurations to run, default (1, 2)
@@ -182,17 +188,26 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
                               ("--seed", str(SYNTH_SEEDS[domain]))))
         data = {d: (Out(f"synth-{d}", "dicom"), Out(f"synth-{d}", "cohort.csv")) for d in domains}
     else:
-        for name in (f"{TARGET}_dicom", f"{TARGET}_cohort"):
-            if name not in bound:
-                raise ValueError(f"real mode needs {name} (the hospital's DICOM folder and cohort.csv)")
-        domains = [d for d in SOURCES if f"{d}_dicom" in bound and f"{d}_cohort" in bound] + [TARGET]
+        if f"{TARGET}_dicom" not in bound or not {f"{TARGET}_cohort", f"{TARGET}_dataset"} & set(bound):
+            raise ValueError(f"real mode needs {TARGET}_dicom and {TARGET}_cohort (the hospital's DICOM folder and "
+                             f"cohort.csv) or {TARGET}_dataset")
+        given = [d for d in SOURCES if f"{d}_dicom" in bound and {f"{d}_cohort", f"{d}_dataset"} & set(bound)]
+        domains = [*given, TARGET]
         data = {d: (Param(f"{d}_dicom"), Param(f"{d}_cohort", "file", "cohort.csv")) for d in domains}
+        for domain in domains:
+            if f"{domain}_dataset" in bound:
+                plan.append(_cohort_task(domain, p, bound))
+                data[domain] = (Param(f"{domain}_dicom"), Out(f"cohort-{domain}", "cohort.csv"))
 
     for domain in domains:
         dicom, cohort = data[domain]
-        plan.append(_task(f"preprocess-{domain}", "preprocess", p, bound, ("--input", dicom), ("--cohort", cohort)))
+        table = (("--image-table", Out(f"cohort-{domain}", "image_table.csv")),) if isinstance(cohort, Out) \
+            and cohort.task.startswith("cohort-") else ()
+        plan.append(_task(f"preprocess-{domain}", "preprocess", p, bound, ("--input", dicom), ("--cohort", cohort),
+                          *table))
     for domain in domains:
-        plan.append(_task(f"split-{domain}", "split", p, bound, ("--cohort", data[domain][1])))
+        fixed = (("", "--fixed"),) if bound.get(f"{domain}_dataset") in OFFICIAL_SPLIT else ()
+        plan.append(_task(f"split-{domain}", "split", p, bound, ("--cohort", data[domain][1]), *fixed))
 
     # Baselines: trained here on the sources (A = film, AB = film then FFDM), or given.
     if "checkpoint" in bound and "model" in bound:
@@ -235,6 +250,18 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
                      tuple(reported)))
     check_dag(plan)
     return plan
+
+
+def _cohort_task(domain: str, profile: str, bound: Mapping[str, str]) -> Task:
+    """`mammo cohort <dataset>`: the domain's cohort.csv and image table from the dataset's own metadata."""
+    dataset = bound[f"{domain}_dataset"]
+    if dataset not in DATASETS:
+        raise ValueError(f"{domain}: unknown dataset {dataset!r}, use one of {', '.join(DATASETS)}")
+    metadata = sorted((k for k in bound if k.startswith(f"{domain}_metadata_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    if not metadata:
+        raise ValueError(f"{domain}: a {dataset} domain needs its metadata file(s)")
+    return _task(f"cohort-{domain}", "cohort", profile, bound, ("", dataset),
+                 *(("--metadata", Param(name, "file")) for name in metadata), ("--dicom", Param(f"{domain}_dicom")))
 
 
 def _training_inputs(domain: str) -> tuple[tuple[str, Arg], ...]:

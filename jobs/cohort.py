@@ -25,7 +25,7 @@ OUTPUT_ARG = "out"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=sorted(DATASETS), help="which public dataset the metadata describes")
-    parser.add_argument("--metadata", required=True, nargs="+", type=Path,
+    parser.add_argument("--metadata", required=True, nargs="+", action="extend", type=Path,
                         help="the dataset's metadata file(s), or a folder holding them")
     parser.add_argument("--dicom", required=True, help="the downloaded DICOM folder (any layout)")
     parser.add_argument("--out", required=True, help="output folder")

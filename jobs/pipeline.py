@@ -6,10 +6,12 @@ baseline row, both fine-tuning configurations, radiomics and the report.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from common import pipeline, runner
-from common.profile import PROFILE_NAMES
+from common.datasets import DATASETS
+from common.profile import PROFILE_NAMES, load_profile
 
 HELP = "Run the whole DAG locally in one work folder; completed tasks (with _SUCCESS.json) are skipped."
 
@@ -27,19 +29,53 @@ DATA_OPTIONS = {
 }
 
 
+# CLI option -> domain given straight from a public dataset (`mammo cohort`).
+DATASET_OPTIONS = {"--film": "film", "--ffdm": "ffdm", "--target": "hospital"}
+SPEC_HELP = (f"DATASET:METADATA[,METADATA...]:DICOM_DIR with DATASET one of {', '.join(DATASETS)}, e.g. "
+             "cbis-ddsm:cases/:CBIS-DDSM (a metadata folder stands for the published files in it)")
+
+
+def dataset_spec(text: str) -> tuple[str, list[str], str]:
+    """`cbis-ddsm:a.csv,b.csv:/data/CBIS` -> (dataset, metadata paths, DICOM folder); s3:// keeps its colon."""
+    parts = text.replace("://", "\0").split(":")
+    if len(parts) != 3 or not all(parts) or parts[0] not in DATASETS:
+        raise argparse.ArgumentTypeError(f"expected {SPEC_HELP}, got {text!r}")
+    dataset, metadata, dicom = (part.replace("\0", "://") for part in parts)
+    return dataset, metadata.split(","), dicom
+
+
+def profile_name(text: str) -> str:
+    """A shipped profile name or a YAML file; refused at once (exit 2) when it cannot be loaded."""
+    try:
+        load_profile(text)
+    except (ValueError, OSError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or only print its tasks")
-    parser.add_argument("--profile", default="demo", choices=PROFILE_NAMES)
+    parser.add_argument("--profile", default="demo", type=profile_name,
+                        help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
     parser.add_argument("--workdir", type=Path, required=True, help="one folder holding every task's output")
     parser.add_argument("--configs", nargs="+", type=int, default=[1, 2], help="fine-tuning configurations")
     for option, (_, text) in DATA_OPTIONS.items():
         parser.add_argument(option, help=text)
+    for option, domain in DATASET_OPTIONS.items():
+        parser.add_argument(option, type=dataset_spec, metavar="SPEC",
+                            help=f"the {domain} domain from a public dataset: {SPEC_HELP}")
 
 
 def run(args) -> int:
     params = {name: getattr(args, option[2:].replace("-", "_")) for option, (name, _) in DATA_OPTIONS.items()}
     params = {name: value for name, value in params.items() if value is not None}
-    mode = "real" if "hospital_dicom" in params or "hospital_cohort" in params else "synthetic"
+    for option, domain in DATASET_OPTIONS.items():
+        spec = getattr(args, option[2:])
+        if spec is not None:
+            dataset, metadata, dicom = spec
+            params.update({f"{domain}_dataset": dataset, f"{domain}_dicom": dicom,
+                           **{f"{domain}_metadata_{i}": path for i, path in enumerate(metadata)}})
+    mode = "real" if {"hospital_dicom", "hospital_cohort", "hospital_dataset"} & set(params) else "synthetic"
     plan = pipeline.tasks(mode, args.profile, {**params, "finetune_configs": args.configs})
     if args.action == "plan":
         for task in plan:

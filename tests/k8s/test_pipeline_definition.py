@@ -118,4 +118,24 @@ def test_profile_values_and_s3_workdirs():
 def test_gpu_steps_are_the_model_steps():
     assert {step for step, res in STEP_RESOURCES.items() if res.gpu} == {
         "pretrain", "baseline-infer", "finetune-stage1", "finetune-stage2"}
-    assert set(STEP_RESOURCES) == {t.step for t in tasks("synthetic", "ci")}
+    from_datasets = {"hospital_dataset": "vindr-mammo", "hospital_metadata_0": "m.csv", "hospital_dicom": "d",
+                     "checkpoint": "c.h5"}
+    used = {t.step for t in tasks("synthetic", "ci")} | {t.step for t in tasks("real", "ci", from_datasets)}
+    assert set(STEP_RESOURCES) == used
+
+
+def test_source_domains_from_public_datasets_become_cohort_tasks():
+    params = {"film_dataset": "cbis-ddsm", "film_metadata_0": "mass.csv", "film_metadata_1": "calc.csv",
+              "film_dicom": "/data/CBIS-DDSM", "ffdm_dataset": "inbreast", "ffdm_metadata_0": "INbreast.xls",
+              "ffdm_dicom": "/data/INbreast", "hospital_dicom": "/h", "hospital_cohort": "/h/cohort.csv"}
+    plan = {t.name: t for t in tasks("real", "ci", params)}
+    assert plan["cohort-film"].argv("/w")[:6] == ["cohort", "cbis-ddsm", "--metadata", "mass.csv", "--metadata",
+                                                  "calc.csv"]
+    preprocess = plan["preprocess-film"].argv("/w")
+    assert preprocess[preprocess.index("--image-table") + 1] == "/w/cohort-film/image_table.csv"
+    assert preprocess[preprocess.index("--cohort") + 1] == "/w/cohort-film/cohort.csv"
+    # CBIS-DDSM has an official split (kept), INbreast none, and the hospital's own cohort is split as before.
+    assert "--fixed" in plan["split-film"].argv("/w") and "--fixed" not in plan["split-ffdm"].argv("/w")
+    assert "--fixed" not in plan["split-hospital"].argv("/w") and "--image-table" not in plan[
+        "preprocess-hospital"].argv("/w")
+    assert {"pretrain-a", "pretrain-ab", "infer-a-film", "infer-ab-ffdm"} <= set(plan)
