@@ -15,6 +15,11 @@ persisted (`previous`) and only newcomers are placed:
 * Newcomer groups are ordered by (age stratum, share of cases, keyed blake2b hash of the group id
   with the seed as key). The hash makes the order within a stratum - and so which pair goes where -
   a pseudo-random function of the seed, independent of the cohort's row order.
+* A cohort without any pair (public datasets) is ordered label first: (case or control, age stratum, hash).
+  Pairs carry one case and one control each, so a paired cohort is label-balanced by construction; an
+  unpaired one is not, and age-major order can leave a small validation subset without a single case,
+  which training cannot use. Label-major order makes each subset's cases within one of its target; each
+  age stratum is then two stretches of the walk (one per label), so its bound doubles.
 * Walking that order, each group goes to the subset with the largest deficit f_s * (N + g) - c_s
   (f_s target fraction, c_s patients already in subset s, N patients placed so far including the
   persisted ones, g the group's size); ties go to the larger subset (train, then test, then validation).
@@ -129,7 +134,9 @@ def assign_split(cohort: pd.DataFrame, settings: SplitSettings, previous: pd.Dat
     # Unknown ages (stratum -1) sort last, as their own stratum.
     newcomers["order_stratum"] = newcomers["stratum"].where(newcomers["stratum"] >= 0, len(labels))
     newcomers["hash"] = [group_hash(settings.seed, g) for g in newcomers.index]
-    newcomers = newcomers.sort_values(["order_stratum", "cases", "hash"], kind="mergesort")
+    unpaired = bool((frame["pair_id"] == "").all())
+    order = ["cases", "order_stratum", "hash"] if unpaired else ["order_stratum", "cases", "hash"]
+    newcomers = newcomers.sort_values(order, kind="mergesort")
     fractions = np.asarray(settings.fractions)
     preference = np.argsort(-fractions, kind="stable")  # ties go to the larger subset
     for group_id, size in newcomers["size"].items():
