@@ -1,5 +1,7 @@
 # Two commands do all set-up on a fresh machine: `make run` and `make test`.
-VENV   := .venv
+# GPU=1: a separate .venv-gpu with TensorFlow's CUDA wheels instead of tensorflow-cpu (the CPU default is unchanged).
+GPU    ?= 0
+VENV   := $(if $(filter 1,$(GPU)),.venv-gpu,.venv)
 PY     := $(VENV)/bin/python
 MAMMO  := $(VENV)/bin/mammo
 STAMP  := $(VENV)/.installed
@@ -16,7 +18,16 @@ GPU_STEPS := pretrain baseline-infer finetune-stage1 finetune-stage2 retrain
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+ifeq ($(GPU),1)
+	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  deps = p['dependencies'] + p['optional-dependencies']['test']; \
+	  print('\n'.join(d for d in deps if not d.startswith('tensorflow-cpu')))" > $(VENV)/requirements-gpu.txt
+	$(PY) -m pip install -q -r $(VENV)/requirements-gpu.txt 'tensorflow[and-cuda]>=2.18,<3'
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU') or 'none found')"
+else
 	$(PY) -m pip install -q -e '.[test]'
+endif
 	touch $(STAMP)
 
 # Debian services the tests start on loopback (Pushgateway) and the headless browser for report screenshots.
