@@ -6,9 +6,10 @@ malignancy) and 6 (biopsy-proven malignancy) are positives; 0 (incomplete) has n
 
 * `negative` (default): Shen et al., "Deep learning to improve breast cancer detection on screening
   mammography", Sci Rep 9:12495 (2019), doi:10.1038/s41598-019-48995-4, label INbreast images by BI-RADS
-  because INbreast has no pathology for every image; the rule used here for their INbreast experiments is
-  BI-RADS 1-3 negative and 4-6 positive (the same cut as Zhu et al., MICCAI 2017, "malignant when the score
-  is above 3"), which keeps all 410 INbreast images;
+  because INbreast has no pathology for every image; the rule taken here for their INbreast experiments is
+  BI-RADS 1-3 negative and 4-6 positive, which keeps all 410 INbreast images. The paper's own wording could
+  not be retrieved when this was written (offline); the same cut is the one Zhu et al. (MICCAI 2017) state for
+  INbreast ("malignant when the score is above 3"). Check it against the paper before relying on it;
 * `positive`: count "probably benign" as a finding (a recall-oriented label);
 * `exclude`: leave BI-RADS 3 images out (they become rows of rejected.csv).
 """
