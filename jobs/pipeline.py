@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
 from common import pipeline, runner
 from common.datasets import DATASETS
 from common.profile import PROFILE_NAMES, load_profile
@@ -48,8 +50,8 @@ def profile_name(text: str) -> str:
     """A shipped profile name or a YAML file; refused at once (exit 2) when it cannot be loaded."""
     try:
         load_profile(text)
-    except (ValueError, OSError) as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except (ValueError, OSError, yaml.YAMLError) as error:
+        raise argparse.ArgumentTypeError(f"{text}: {str(error).splitlines()[0]}") from None
     return text
 
 

@@ -265,3 +265,26 @@ def test_missing_column_or_unreadable_sheet_is_one_line_exit_2(tmp_path, mg_dico
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("mammo cohort:") and "s" != line[-1]]
     assert len(lines) == 1 and sheet.name in lines[0]
+
+
+def test_registry_agrees_with_the_adapters():
+    from common.datasets import DATASETS, OFFICIAL_SPLIT, adapter
+
+    assert {name for name in DATASETS if adapter(name).OFFICIAL_SPLIT} == OFFICIAL_SPLIT
+    assert all(adapter(name).NAME == name for name in DATASETS)
+
+
+def test_pipeline_takes_a_profile_yaml_file_and_passes_it_to_every_task(tmp_path):
+    custom = tmp_path / "my-ci.yaml"
+    custom.write_text((ROOT / "common" / "profiles" / "ci.yaml").read_text().replace("seed: 42", "seed: 7"))
+    result = mammo("pipeline", "plan", "--profile", custom, "--workdir", tmp_path / "w")
+    assert result.returncode == 0, result.stderr
+    from common import pipeline
+
+    plan = pipeline.tasks("synthetic", str(custom))
+    assert all(t.argv(tmp_path)[t.argv(tmp_path).index("--profile") + 1] == str(custom) for t in plan
+               if "--profile" in t.argv(tmp_path))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("image: [unclosed\n")
+    result = mammo("pipeline", "plan", "--profile", broken, "--workdir", tmp_path / "w")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
