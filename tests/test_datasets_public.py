@@ -288,3 +288,29 @@ def test_pipeline_takes_a_profile_yaml_file_and_passes_it_to_every_task(tmp_path
     broken.write_text("image: [unclosed\n")
     result = mammo("pipeline", "plan", "--profile", broken, "--workdir", tmp_path / "w")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_shared_cohort_rules_merge_duplicate_views_and_keep_official_test_whole(tmp_path):
+    """CBIS-DDSM lists some mammograms in both its mass and calc collections (two files, one view), and a patient
+    can appear in an official training and test list; the cohort must hold one image per view and one subset."""
+    from common.datasets.assemble import Assembly, write_cohort
+
+    images = pd.DataFrame([
+        # file, patient, side, view, label, split, age, source
+        ("Calc-Test_P_1_LEFT_CC/1-1.dcm", "P_1", "L", "CC", 1, "test", float("nan"), "MALIGNANT"),
+        ("Mass-Training_P_1_LEFT_CC/1-1.dcm", "P_1", "L", "CC", 0, "train", float("nan"), "BENIGN"),
+        ("Mass-Training_P_1_LEFT_MLO/1-1.dcm", "P_1", "L", "MLO", 0, "train", float("nan"), "BENIGN"),
+        ("Mass-Training_P_2_RIGHT_CC/1-1.dcm", "P_2", "R", "CC", 0, "train", 50.0, "BENIGN"),
+    ], columns=["file", "patient_id", "laterality", "view", "label", "split", "age", "source_label"])
+    counts = write_cohort(Assembly(images), tmp_path)
+    table = pd.read_csv(tmp_path / "image_table.csv")
+    assert list(table["file"]) == ["Calc-Test_P_1_LEFT_CC/1-1.dcm", "Mass-Training_P_1_LEFT_MLO/1-1.dcm",
+                                   "Mass-Training_P_2_RIGHT_CC/1-1.dcm"]
+    assert list(table["label"]) == [1, 0, 0] and list(table["split"]) == ["test", "test", "train"]
+    cohort = pd.read_csv(tmp_path / "cohort.csv", dtype=str, keep_default_na=False).set_index("patient_id")
+    assert cohort.loc["P_1"].to_dict() == {"age": "", "label": "1", "pair_id": "", "cancer_laterality": "L",
+                                           "split": "test"}
+    assert cohort.loc["P_2", "age"] == "50" and cohort.loc["P_2", "split"] == "train"
+    rejected = pd.read_csv(tmp_path / "rejected.csv")
+    assert list(rejected["item"]) == ["Mass-Training_P_1_LEFT_CC/1-1.dcm"]
+    assert counts["merged_duplicate_views"] == 1 and counts["patients_moved_to_test"] == 1
