@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -58,8 +59,39 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+# A cell starting with one of these is run as a formula by Excel, LibreOffice or Google Sheets, and file
+# names, ids and reasons in our CSVs come from outside (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def atomic_write_csv(path: str | Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
+    """The one CSV writer of the project: text cells that would start a formula get a leading `'`."""
+    atomic_write_text(path, neutralise_formulas(frame).to_csv(index=False))
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot start a spreadsheet formula; numbers (also '-0.5' as text) stay as they are.
+
+    The prefix is the spreadsheet convention for "this is text", so a reader sees the value unchanged.
+    A carriage return inside a cell becomes a (quoted) line break.
+    """
+    text_columns = [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+    if not text_columns:
+        return frame
+    frame = frame.copy()
+    for column in text_columns:
+        frame[column] = frame[column].map(_neutralise_cell)
+    return frame
+
+
+def _neutralise_cell(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.match(value):
+        value = "'" + value
+    # The csv module quotes a cell holding "\n" but not one holding a bare "\r", which then ends the row.
+    return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _json_default(value: Any) -> Any:

@@ -8,10 +8,15 @@ downstream. Age may be left empty; the preprocess step then falls back to the DI
 
 Image label rule (thesis: 382 positive of 1,528 images = both views of the affected breast): an image is
 positive when its patient is a case and its laterality is the cancer's (B = both breasts).
+
+Ids become file names (images/<patient_id>_L_CC.png), so patient_id and pair_id must be safe ids: 1 to 64
+characters from A-Z a-z 0-9 . _ -, starting with a letter or digit. That excludes path separators, `..`,
+hidden names and spreadsheet formula starts; a cohort with any other id is refused, naming the lines.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,9 @@ LATERALITIES = ("L", "R", "B", "")
 MIN_AGE, MAX_AGE = 1, 120
 FOUR_VIEWS = frozenset({("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")})
 MAX_EXAMPLES = 5
+MAX_ID_LENGTH = 64
+SAFE_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_LENGTH - 1}}}")
+SAFE_ID_RULE = f"1-{MAX_ID_LENGTH} of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
 
 class CohortError(UnusableInput):
@@ -64,6 +72,9 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     _collect(problems, "empty patient_id", row[cohort["patient_id"] == ""])
     duplicated = cohort["patient_id"].duplicated(keep=False) & (cohort["patient_id"] != "")
     _collect(problems, "duplicate patient_id", row[duplicated], cohort["patient_id"][duplicated])
+    for column in ("patient_id", "pair_id"):
+        unsafe = (cohort[column] != "") & ~cohort[column].map(is_safe_id)
+        _collect(problems, f"{column} outside the safe set ({SAFE_ID_RULE})", row[unsafe], cohort[column][unsafe])
     bad_age = (age_text != "") & ~cohort["age"].between(MIN_AGE, MAX_AGE)
     _collect(problems, f"age not a number in {MIN_AGE}..{MAX_AGE}", row[bad_age], age_text[bad_age])
     bad_label = ~cohort["label"].isin(["0", "1"])
@@ -93,9 +104,17 @@ def _collect(problems: list[str], what: str, lines: pd.Series, values: pd.Series
     problems.append(f"{what}: {', '.join(shown)}{more}")
 
 
+def is_safe_id(value: str) -> bool:
+    """True for an id that can be part of a file name as it is (see the module docstring)."""
+    return SAFE_ID.fullmatch(value) is not None
+
+
 def match_patient(candidates: tuple[str, ...] | list[str], known_ids: set[str] | frozenset[str]) -> str | None:
-    """The first candidate id (PatientID, then ids derived from it or the path) that the cohort knows."""
-    return next((candidate for candidate in candidates if candidate and candidate in known_ids), None)
+    """The first candidate id (PatientID, then ids derived from it or the path) that the cohort knows.
+
+    A DICOM PatientID is outside data: only a safe id is ever returned, whatever `known_ids` holds.
+    """
+    return next((c for c in candidates if c and c in known_ids and is_safe_id(c)), None)
 
 
 def image_label(patient_label: int, cancer_laterality: str, laterality: str) -> int:
