@@ -37,6 +37,15 @@ def require_success(directory: str | Path) -> dict[str, Any]:
     return json.loads(marker.read_text())
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """The first line of a message, for a rejected.csv reason or a log line; a long one is cut at a word."""
+    first = text.strip().splitlines()[0].strip() if text.strip() else "no detail"
+    if len(first) <= limit:
+        return first
+    cut = first.rfind(" ", 0, limit + 1)
+    return first[: cut if cut > 0 else limit].rstrip() + " ..."
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same directory and rename, so readers never see a partial file."""
     path = Path(path)

@@ -118,6 +118,8 @@ def _read_dataset(path: Path) -> pydicom.Dataset:
         ds = pydicom.dcmread(path, defer_size="256 KB")
     except InvalidDicomError:
         raise DicomError("not a DICOM file (no DICM preamble/file meta header)") from None
+    except PermissionError:
+        raise DicomError("permission denied: the file cannot be read") from None
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise DicomError(f"unreadable DICOM header ({type(error).__name__}): truncated or corrupt file") from None
     if len(ds) == 0:

@@ -1,10 +1,13 @@
 """Preprocess step: a folder of DICOMs plus cohort.csv -> oriented, resized 16-bit PNGs and their index.
 
 Every file under the input root is tried (any name, any depth). A file that cannot become a mammogram of a
-cohort patient becomes one row of rejected.csv with a one-line reason, and the batch goes on. Files are
-processed by a pool of worker processes in a fixed (sorted) order; workers write their PNGs themselves and
-send back only a small row, so memory does not grow with the number of images. When two files claim the
-same patient/laterality/view, the first in path order is kept and the second is rejected.
+cohort patient becomes one row of rejected.csv with a one-line reason, and the batch goes on; so does every
+path that is not a readable regular file (common.input_files). Files are processed by a pool of worker
+processes in a fixed (sorted) order; workers write their PNGs themselves and send back only a small row, so
+memory does not grow with the number of images. A killed worker costs a retry of the files it took down
+(common.workers); a killed step costs only the files not finished, because each finished file is journaled
+(common.journal) and a rerun takes it from there. When two files claim the same patient/laterality/view, the
+first in path order is kept and the second is rejected.
 
 Outputs (docs/contracts.md): images/<image_id>.png at the profile size, hires/<image_id>.png at the
 profile's radiomics.target_spacing_mm, images.csv, rejected.csv. images.csv also carries `age` (cohort age,
@@ -16,9 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv
+from common import journal
+from common.artifacts import UnusableInput, atomic_write_csv, one_line
 from common.cohort import flag_four_views, image_label, load_cohort, match_patient
 from common.dicom import DicomError, cbis_patient_id, read_dicom
+from common.input_files import find_input_files
 from common.profile import load_profile
+from common.workers import map_surviving, worker_count
 
 # Pixel spacing used when a file states none. CBIS-DDSM (the only such source here) was digitised at
 # 42-50 um per pixel depending on the scanner (DBA 42 um, Howtek 43.5 um, Lumisys 50 um); 0.05 mm keeps the
@@ -66,6 +70,7 @@ class Settings:
     width: int
     target_spacing_mm: float
     patients: dict[str, tuple[int, str]]  # patient_id -> (label, cancer_laterality)
+    partial_dir: Path  # the journal of finished files (common.journal)
     # With an image table (`mammo cohort`): source_file -> (patient_id, laterality, view, image label).
     table: dict[str, tuple[str, str, str, int]] | None = None
 
@@ -98,42 +103,51 @@ def preprocess_folder(
         width=int(profile["image"]["width"]),
         target_spacing_mm=float(profile["radiomics"]["target_spacing_mm"]),
         patients={r.patient_id: (int(r.label), r.cancer_laterality) for r in cohort.itertuples()},
+        partial_dir=out / journal.FOLDER,
     )
-    # A re-run starts from empty image folders and no index, so nothing stale outlives its run.
+    # A re-run starts from empty image folders and no index, so nothing stale outlives its run; only the
+    # journal of an interrupted run is kept, and each entry is checked before it is used.
     for folder in (settings.images_dir, settings.hires_dir):
         _clear_pngs(folder)
     (out / "images.csv").unlink(missing_ok=True)
-    rows, rejected, claimed = [], [], {}
     if image_table is None:
-        files = find_files(input_root, skip={Path(cohort_path).resolve(), out.resolve()})
+        files, rejected = find_input_files(input_root, skip={Path(cohort_path).resolve(), out.resolve()})
     else:
         table, files, rejected = read_image_table(image_table, input_root, set(settings.patients))
         settings = replace(settings, table=table)
+
+    rows, kept, claimed, resumed = [], [], {}, 0
     for result in _run(files, settings, workers):
+        resumed += bool(result.pop("resumed", False))
         if "reason" in result:
             rejected.append({"file": result["file"], "reason": result["reason"]})
             continue
         row = result["row"]
         if row["image_id"] in claimed:
-            _discard(result["pending"])
             reason = f"duplicate view: {row['image_id']} already taken by {claimed[row['image_id']]}"
             rejected.append({"file": row["source_file"], "reason": reason})
             continue
         claimed[row["image_id"]] = row["source_file"]
-        os.replace(result["pending"][0], settings.images_dir / f"{row['image_id']}.png")
-        os.replace(result["pending"][1], settings.hires_dir / f"{row['image_id']}.png")
         rows.append(row)
+        kept.append(result["pending"])
+    # Named only now: until every file is done, the journal keeps all of them for a rerun after a kill.
+    for row, (image, hires) in zip(rows, kept, strict=True):
+        os.replace(image, settings.images_dir / f"{row['image_id']}.png")
+        os.replace(hires, settings.hires_dir / f"{row['image_id']}.png")
 
     atomic_write_csv(out / "rejected.csv", pd.DataFrame(rejected, columns=REJECTED_COLUMNS))
     if not rows:
         raise UnusableInput(f"no usable mammogram in {input_root}: {len(rejected)} file(s) rejected, see rejected.csv")
     images, age_mismatches = _index(rows, cohort)
     atomic_write_csv(out / "images.csv", images[IMAGE_COLUMNS])
+    journal.remove(settings.partial_dir)
     if age_mismatches:
         print(f"preprocess: {age_mismatches} patient(s) whose DICOM PatientAge differs from the cohort age by more "
               f"than {AGE_TOLERANCE_YEARS} years; the cohort age is used", file=sys.stderr)
     return {
         "files": len(files),
+        "processed": len(files) - resumed,
+        "resumed": resumed,
         "images": len(images),
         "rejected": len(rejected),
         "patients": int(images["patient_id"].nunique()),
@@ -172,18 +186,6 @@ def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
             continue
         rejected.append({"file": row.file, "reason": reason})
     return table, files, rejected
-
-
-def find_files(root: Path, skip: set[Path] = frozenset()) -> list[Path]:
-    """Every regular file below root in a stable order, except pipeline markers and our own outputs."""
-    found = []
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if (Path(directory) / d).resolve() not in skip)
-        for name in sorted(names):
-            path = Path(directory) / name
-            if name != SUCCESS and path.is_file() and path.resolve() not in skip:
-                found.append(path)
-    return found
 
 
 def chest_wall_on_right(pixels: np.ndarray) -> bool:
@@ -231,22 +233,40 @@ def resample_to_spacing(pixels: np.ndarray, spacing_mm: tuple[float, float], tar
 
 
 def _run(files: list[Path], settings: Settings, workers: int | None) -> Iterator[dict[str, Any]]:
-    workers = max(1, min(workers or os.cpu_count() or 1, len(files) or 1))
-    tasks = list(enumerate(files))
-    progress = tqdm(total=len(files), unit="file", desc="preprocess", disable=not sys.stderr.isatty())
+    """Results in file order: from the journal of an interrupted run where still valid, else computed now."""
+    digest = journal.settings_digest(settings.height, settings.width, settings.target_spacing_mm,
+                                     sorted(settings.patients.items()), sorted((settings.table or {}).items()))
+    results: dict[int, dict[str, Any]] = {}
+    tasks = []
+    for index, path in enumerate(files):
+        relative = path.relative_to(settings.input_root).as_posix()
+        key, stamp = journal.entry_key(relative), journal.fingerprint(path, digest)
+        earlier = journal.lookup(settings.partial_dir, key, stamp)
+        if earlier is not None:
+            results[index] = {**earlier, "resumed": True}
+        else:
+            tasks.append((index, path, relative, key, stamp))
+    settings.partial_dir.mkdir(parents=True, exist_ok=True)
+    progress = tqdm(total=len(files), initial=len(results), unit="file", desc="preprocess",
+                    disable=not sys.stderr.isatty())
+    workers = worker_count(workers, len(tasks))
     with progress:
         if workers == 1:
             _init_worker(settings, single_threaded=False)
-            results = map(_process_file, tasks)
-            for result in results:
-                progress.update()
-                yield result
-            return
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                                 initargs=(settings, True)) as pool:
-            for result in pool.map(_process_file, tasks):
-                progress.update()
-                yield result
+            computed = map(_process_file, tasks)
+        else:
+            computed = map_surviving(_process_file, tasks, workers, on_lost=_lost, initializer=_init_worker,
+                                     initargs=(settings, True), done=progress.update, label="preprocess")
+        for index in range(len(files)):
+            result = results.pop(index, None)
+            if result is None:
+                result = next(computed)
+                if workers == 1:
+                    progress.update()
+            if "row" in result:
+                key = journal.entry_key(result["row"]["source_file"])
+                result["pending"] = journal.outputs(settings.partial_dir, key)
+            yield result
 
 
 _SETTINGS: Settings | None = None
@@ -259,26 +279,27 @@ def _init_worker(settings: Settings, single_threaded: bool) -> None:
         cv2.setNumThreads(1)  # one process per core already; OpenCV threads inside would oversubscribe
 
 
-def _process_file(task: tuple[int, Path]) -> dict[str, Any]:
-    index, path = task
+def _process_file(task: tuple[int, Path, str, str, dict[str, Any]]) -> dict[str, Any]:
+    """One file to a row (its PNGs in the journal folder) or a rejection; journaled either way."""
+    _, path, relative, key, stamp = task
     settings = _SETTINGS
-    relative = path.relative_to(settings.input_root).as_posix()
     try:
-        return {"row": _convert(index, path, relative, settings), "pending": _pending(settings, index)}
+        result = {"row": _convert(key, path, relative, settings)}
     except DicomError as error:
-        return {"file": relative, "reason": str(error)}
+        result = {"file": relative, "reason": str(error)}
     except MemoryError:
-        return {"file": relative, "reason": "image too large to decode in memory"}
+        result = {"file": relative, "reason": "image too large to decode in memory"}
     except Exception as error:  # one odd file (decoder or OpenCV failure) must not stop the batch
-        return {"file": relative, "reason": f"cannot process ({type(error).__name__}): {_first_line(error)}"}
+        result = {"file": relative, "reason": f"cannot process ({type(error).__name__}): {one_line(str(error))}"}
+    journal.record(settings.partial_dir, key, stamp, result)
+    return result
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else "no detail"
+def _lost(task: tuple[int, Path, str, str, dict[str, Any]]) -> dict[str, Any]:
+    return {"file": task[2], "reason": "its worker process was killed twice while processing it (out of memory?)"}
 
 
-def _convert(index: int, path: Path, relative: str, settings: Settings) -> dict[str, Any]:
+def _convert(key: str, path: Path, relative: str, settings: Settings) -> dict[str, Any]:
     header = read_dicom(path, name_hint=relative, with_pixels=False)
     if settings.table is not None:
         patient_id, laterality, view, table_label = settings.table[relative]
@@ -300,7 +321,7 @@ def _convert(index: int, path: Path, relative: str, settings: Settings) -> dict[
     flipped = chest_wall_on_right(hires if THUMBNAIL_ROWS <= hires.shape[0] < pixels.shape[0] else pixels)
     if flipped:
         resized, hires = cv2.flip(resized, 1), cv2.flip(hires, 1)
-    image_path, hires_path = _pending(settings, index)
+    image_path, hires_path = journal.outputs(settings.partial_dir, key)
     _write_png(image_path, resized)
     _write_png(hires_path, hires)
     label, cancer_laterality = settings.patients[patient_id]
@@ -321,11 +342,6 @@ def _convert(index: int, path: Path, relative: str, settings: Settings) -> dict[
     }
 
 
-def _pending(settings: Settings, index: int) -> tuple[Path, Path]:
-    """Per-file temporary names: the parent only renames them once it knows the view is not a duplicate."""
-    return settings.images_dir / f".pending-{index}.png", settings.hires_dir / f".pending-{index}.png"
-
-
 def _write_png(path: Path, pixels: np.ndarray) -> None:
     """16-bit lossless PNG; OpenCV writes no text chunks, so nothing but pixels leaves the file."""
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(pixels, dtype=np.uint16), PNG_SETTINGS)
@@ -335,15 +351,11 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(encoded.tobytes())
 
 
-def _discard(paths: tuple[Path, Path]) -> None:
-    for path in paths:
-        Path(path).unlink(missing_ok=True)
-
-
 def _clear_pngs(folder: Path) -> None:
+    """Idempotent: pathlib's glob also matches dot-files (older runs' `.pending-N.png`), each removed once."""
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in [*folder.glob("*.png"), *folder.glob(".pending-*")]:
-        stale.unlink()
+    for stale in set(folder.glob("*.png")):
+        stale.unlink(missing_ok=True)
 
 
 def _index(rows: list[dict[str, Any]], cohort: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -5,17 +5,14 @@ radiomics.target_spacing_mm; spacing from images.csv `hires_spacing_mm`). When a
 high-resolution copy of an image, the network input `images/<image_id>.png` is used with its own
 spacing (original size x original spacing / network size) and counted, since texture measured on it is
 coarser. Workers send back only the 34 numbers; a failing image becomes a rejected row and the batch
-goes on.
+goes on, also when it takes its worker process down (common.workers retries the images lost with it).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +21,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from common.artifacts import atomic_write_bytes
+from common.artifacts import atomic_write_bytes, one_line
 from common.radiomics.density import dense_tissue
 from common.radiomics.features import FEATURE_NAMES, extract_features
 from common.radiomics.segmentation import overlay, segment_breast
+from common.workers import map_surviving, worker_count
 
 ASSUMED_SPACING_MM = 0.05  # CBIS-DDSM states none; same assumption as preprocess
 
@@ -100,8 +98,7 @@ def image_features(task: ImageTask) -> dict[str, Any]:
     except MemoryError:
         return {"image_id": task.image_id, "reason": "image too large for memory"}
     except Exception as error:  # one odd image must not stop the batch
-        text = str(error).strip().splitlines()[0][:160] if str(error).strip() else "no detail"
-        return {"image_id": task.image_id, "reason": f"{type(error).__name__}: {text}"}
+        return {"image_id": task.image_id, "reason": f"{type(error).__name__}: {one_line(str(error))}"}
 
 
 def _init_worker() -> None:
@@ -110,7 +107,7 @@ def _init_worker() -> None:
 
 def run_all(tasks: list[ImageTask], workers: int | None) -> Iterator[dict[str, Any]]:
     """Results in task order."""
-    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    workers = worker_count(workers, len(tasks))
     progress = tqdm(total=len(tasks), unit="image", desc="radiomics", disable=not sys.stderr.isatty())
     with progress:
         if workers == 1:
@@ -118,10 +115,13 @@ def run_all(tasks: list[ImageTask], workers: int | None) -> Iterator[dict[str, A
                 yield image_features(task)
                 progress.update()
             return
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            for result in pool.map(image_features, tasks, chunksize=1):
-                progress.update()
-                yield result
+        yield from map_surviving(image_features, tasks, workers, on_lost=_lost, initializer=_init_worker,
+                                 done=progress.update, label="radiomics")
+
+
+def _lost(task: ImageTask) -> dict[str, Any]:
+    return {"image_id": task.image_id, "reason": "its worker process was killed twice while processing it "
+                                                 "(out of memory?)"}
 
 
 def feature_table(results: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
