@@ -4,7 +4,9 @@ Steps only ever see local folders: `staged()` downloads `s3://` inputs to a scra
 and publishes the output folder after it. Publishing is ordered so a reader can never mistake a partial
 upload for a finished step: the destination's old `_SUCCESS.json` is removed first, every other file is
 uploaded, objects left over from an earlier run are deleted, and `_SUCCESS.json` goes up last. A step whose
-body failed never wrote its local marker, so it publishes nothing.
+body failed never wrote its local marker, so it publishes nothing. Before anything is downloaded or computed,
+an `s3://` output is checked by writing (and deleting) one empty object under it, so a missing bucket or a
+read-only prefix stops the step in seconds instead of after hours of compute.
 
 The endpoint comes from `--s3-endpoint` or `AWS_ENDPOINT_URL` (any S3-compatible server); credentials from
 boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or a pod's role). Transient
@@ -19,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -280,6 +283,15 @@ class Storage:
         self.download_dir(uri, local)
         return local
 
+    def check_writable(self, uri: S3Uri) -> None:
+        """Write and delete one empty object under a folder prefix; one-line StorageError when that fails."""
+        probe = uri.join(f".mammo-write-check-{uuid.uuid4().hex}")
+        try:
+            self.put_bytes(probe, b"")
+            self.delete(probe)
+        except StorageError as error:
+            raise StorageError(f"output {uri} is not writable: {error}") from error
+
     def publish_dir(self, local: Path, uri: S3Uri) -> int:
         """Upload a finished step folder so readers see either the old marker-less state or the whole new one."""
         marker = local / SUCCESS
@@ -343,6 +355,8 @@ def staged(args: Any, input_args: tuple[str, ...], output_arg: str | None) -> It
         yield
         return
     storage = Storage(getattr(args, "s3_endpoint", None))
+    if remote_output:
+        storage.check_writable(S3Uri.parse(getattr(args, remote_output)))
     root = Path(tempfile.mkdtemp(prefix="mammo-stage-", dir=os.environ.get(STAGING_ENV)))
     try:
         for name in remote_inputs:

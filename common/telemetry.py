@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +152,16 @@ def _push(job: str, grouping: Mapping[str, str], values: Mapping[str, float],
 
 @dataclass
 class StepRun:
-    """Handed to the step's caller, which sets `succeeded` once the step returned exit code 0."""
+    """Handed to the step's caller, which sets `succeeded` once the step returned exit code 0 and its output
+    was published: a step whose upload failed has not succeeded, whatever its body returned."""
 
     step: str
     succeeded: bool = False
+    image_counts: dict[str, float] = field(default_factory=dict)
+
+    def record_output(self, out_dir: str | Path | None) -> None:
+        """Take the image counts from the step's `_SUCCESS.json` now (a staged output folder is removed later)."""
+        self.image_counts = _image_counts(out_dir)
 
 
 @contextmanager
@@ -174,7 +180,7 @@ def step_run(step: str, profile: str | None = None, out_dir: str | Path | None =
         }
         if run.succeeded:
             values["mammo_step_last_success_unixtime"] = ended
-            values.update(_image_counts(out_dir))
+            values.update(run.image_counts or _image_counts(out_dir))
         info = {"mammo_step_info": {(str(profile or ""), __version__): 1.0}}
         _push(job_name(step), _step_grouping(), values, info)
 

@@ -63,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         from common import telemetry
 
         output_arg = getattr(module, "OUTPUT_ARG", None)
-        with storage.staged(args, getattr(module, "INPUT_ARGS", ()), output_arg):
-            out_dir = getattr(args, output_arg, None) if output_arg else None
-            with telemetry.step_run(args.step, profile=getattr(args, "profile", None), out_dir=out_dir) as run:
+        # Success is pushed only once the output is published: staging sits inside the telemetry scope.
+        with telemetry.step_run(args.step, profile=getattr(args, "profile", None)) as run:
+            with storage.staged(args, getattr(module, "INPUT_ARGS", ()), output_arg):
                 code = module.run(args)
-                run.succeeded = code == 0
+                run.record_output(getattr(args, output_arg, None) if output_arg else None)
+            run.succeeded = code == 0
         return code
     except UnusableInput as error:
         print(f"mammo {args.step}: {error}", file=sys.stderr)

@@ -22,9 +22,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--fail", action="store_true", help="raise UnusableInput after writing some files")
     parser.add_argument("--profile", default="ci")
+    parser.add_argument("--started", default=None, help="a file to create when the step body starts")
 
 
 def run(args) -> int:
+    if args.started:
+        Path(args.started).touch()
     require_success(args.input)
     copied = sorted(Path(args.input).glob("*.txt"))
     with step_output("fake", args.out, {"input": args.input}) as record:
