@@ -87,10 +87,22 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     _collect(problems, "control (label 0) with a cancer_laterality", row[control_with_side])
     bad_split = ~cohort["split"].isin(OFFICIAL_SUBSETS)
     _collect(problems, "split not train/validation/test/empty", row[bad_split], cohort["split"][bad_split])
+    _check_pairs(problems, cohort, row)
     if problems:
         raise CohortError(f"{path}: " + "; ".join(problems))
     cohort["label"] = cohort["label"].astype(int)
     return cohort.reset_index(drop=True)
+
+
+def _check_pairs(problems: list[str], cohort: pd.DataFrame, row: pd.Series) -> None:
+    """A matched pair is one case and one control; one member alone is allowed (its partner left the cohort)."""
+    paired = cohort[cohort["pair_id"] != ""]
+    groups = paired.groupby("pair_id", sort=False)["label"]
+    size, cases = groups.transform("size"), groups.transform(lambda labels: (labels == "1").sum())
+    first = ~paired["pair_id"].duplicated()  # name each bad pair once, at its first line
+    for what, bad in (("more than two patients", size > 2), ("two cases", (size == 2) & (cases == 2)),
+                      ("two controls", (size == 2) & (cases == 0))):
+        _collect(problems, f"pair_id with {what}", row[paired.index][bad & first], paired["pair_id"][bad & first])
 
 
 def _collect(problems: list[str], what: str, lines: pd.Series, values: pd.Series | None = None) -> None:

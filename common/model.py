@@ -22,6 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from common.artifacts import UnusableInput, one_line
+
 VGG16_FILTERS = (64, 128, 256, 512, 512)
 VGG16_CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
 PARTS = ("backbone", "block1", "block2", "head")
@@ -199,5 +201,14 @@ def leaf_layers(model: keras.Layer) -> list[keras.Layer]:
 
 
 def load_model(path) -> keras.Model:
-    """Load a saved End2End model for inference or as a starting point (training state is not needed)."""
-    return keras.models.load_model(path, compile=False)
+    """Load a saved End2End model for inference or as a starting point (training state is not needed).
+
+    A folder can carry `_SUCCESS.json` and still hold a damaged file (a copy cut short, a full disk on a
+    share): that is unusable input, one line and exit 2, not a traceback from the zip reader.
+    """
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # zipfile, h5py and Keras raise many classes for a damaged file
+        raise UnusableInput(f"{path}: cannot load the model, the file is truncated or not a Keras model "
+                            f"({type(error).__name__}: {one_line(str(error), 120)}); rerun the step that wrote it"
+                            ) from None

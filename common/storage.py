@@ -358,18 +358,38 @@ def staged(args: Any, input_args: tuple[str, ...], output_arg: str | None) -> It
     if remote_output:
         storage.check_writable(S3Uri.parse(getattr(args, remote_output)))
     root = Path(tempfile.mkdtemp(prefix="mammo-stage-", dir=os.environ.get(STAGING_ENV)))
+    staged_as: dict[str, str] = {}  # local stand-in -> the s3:// URI the user gave
     try:
         for name in remote_inputs:
             uri = S3Uri.parse(getattr(args, name))
-            setattr(args, name, str(storage.download(uri, root / "in" / name)))
+            local = storage.download(uri, root / "in" / name)
+            staged_as[str(local)] = getattr(args, name)
+            setattr(args, name, str(local))
         out_uri = None
         if remote_output:
             out_uri = S3Uri.parse(getattr(args, remote_output))
             local_out = root / "out"
+            staged_as[str(local_out)] = getattr(args, remote_output)
             setattr(args, remote_output, str(local_out))
-        yield
+        try:
+            yield
+        except UnusableInput as error:
+            raise _in_user_terms(error, staged_as) from None
         if out_uri is not None and (local_out / SUCCESS).is_file():
             count = storage.publish_dir(local_out, out_uri)
             print(f"storage: published {count} files to {out_uri}", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _in_user_terms(error: UnusableInput, staged_as: dict[str, str]) -> UnusableInput:
+    """The same refusal with every staging path replaced by the URI the user gave (the scratch path means
+    nothing to them and is gone when the message is read)."""
+    message = str(error)
+    for local, uri in sorted(staged_as.items(), key=lambda item: -len(item[0])):
+        message = message.replace(local, uri.rstrip("/"))
+    try:
+        return type(error)(message)
+    except TypeError:
+        return UnusableInput(message)
+

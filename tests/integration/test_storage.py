@@ -94,8 +94,9 @@ def test_unfinished_upstream_is_refused(s3_server, s3_env, bucket):
 def test_endpoint_down_mid_step_retries_then_fails_clearly(s3_server, s3_env, bucket, tmp_path, fault_proxy):
     storage = Storage()
     storage.publish_dir(finished_folder(tmp_path / "up", {"a.txt": b"a"}), S3Uri(bucket, "up"))
-    # Publishing deletes the old marker (DELETE), then PUTs 12 images + a.txt; the endpoint dies after 5 PUTs.
-    proxy = fault_proxy(fail_after=5)
+    # The output write check PUTs one object; publishing deletes the old marker (DELETE), then PUTs 12 images
+    # + a.txt; the endpoint dies after 6 PUTs, i.e. 5 uploads.
+    proxy = fault_proxy(fail_after=6)
     env = {**s3_env, "AWS_ENDPOINT_URL": proxy.endpoint, "MAMMO_S3_ATTEMPTS": "3", "MAMMO_S3_BACKOFF_SECONDS": "0.1"}
     started = time.time()
     result = run_fake(["--input", f"s3://{bucket}/up", "--out", f"s3://{bucket}/down", "--files", "12",
