@@ -178,6 +178,7 @@ def odd_tree(tmp_path: Path, mg_dicom) -> Path:
     mg_dicom(data / "locked" / "b.dcm", PatientID="P1", ImageLaterality="R", ViewPosition="CC")
     mg_dicom(data / "ok" / "unreadable.dcm", PatientID="P1", ImageLaterality="R", ViewPosition="MLO")
     mg_dicom(data / os.fsdecode(b"caf\xe9") / "c.dcm", PatientID="P1", ImageLaterality="L", ViewPosition="MLO")
+    mg_dicom(data / "ok" / os.fsdecode(b"na\xefve.dcm"), PatientID="P1", ImageLaterality="L", ViewPosition="MLO")
     (data / "ok" / "dangling.dcm").symlink_to(data / "nowhere.dcm")
     (data / "ok" / "loop.dcm").symlink_to(data / "ok" / "loop.dcm")
     (data / "linked-folder").symlink_to(data / "ok", target_is_directory=True)
@@ -219,6 +220,7 @@ def test_every_skipped_path_gets_an_accurate_untruncated_reason(tmp_path, mg_dic
         "ok/pipe.dcm": "not a regular file but a named pipe (FIFO)",
         "ok/unreadable.dcm": "permission denied: the file cannot be read",
         "caf\\xe9/c.dcm": "file name is not valid UTF-8 (bytes shown as \\xNN): rename the file to process it",
+        "ok/na\\xefve.dcm": "file name is not valid UTF-8 (bytes shown as \\xNN): rename the file to process it",
         "linked-folder": "symbolic link to a folder: not followed (it could loop or leave the input folder); "
                          "copy or bind-mount the folder instead",
         "locked": "folder not readable (permission denied): none of its files were looked at",
