@@ -87,7 +87,7 @@ def breast_image():
     return synthetic_breast
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mg_dicom():
     """Factory: mg_dicom(path, stored=None, **tags) -> path; default pixels are a 12-bit synthetic breast."""
 

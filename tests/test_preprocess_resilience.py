@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_breast, write_mg_dicom
 
 from common.preprocess import preprocess_folder
 
@@ -27,7 +26,7 @@ PATIENTS = 7  # 28 files: enough work for a kill to land in the middle of the ba
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> tuple[Path, Path]:
+def study(tmp_path_factory, mg_dicom, breast_image) -> tuple[Path, Path]:
     """28 DICOMs of 7 patients, large enough (1400x1120) that each takes a visible fraction of a second."""
     base = tmp_path_factory.mktemp("study")
     lines = []
@@ -35,9 +34,9 @@ def study(tmp_path_factory) -> tuple[Path, Path]:
         patient = f"P{p:02d}"
         lines.append(f"{patient},{50 + p},0,,\n")
         for v, (laterality, view) in enumerate(VIEWS):
-            stored = np.rint(synthetic_breast(1400, 1120, seed=10 * p + v) * 4095).astype(np.uint16)
-            write_mg_dicom(base / "in" / patient / f"{laterality}_{view}.dcm", stored, BitsStored=12,
-                           PatientID=patient, ImageLaterality=laterality, ViewPosition=view)
+            stored = np.rint(breast_image(1400, 1120, seed=10 * p + v) * 4095).astype(np.uint16)
+            mg_dicom(base / "in" / patient / f"{laterality}_{view}.dcm", stored, BitsStored=12,
+                     PatientID=patient, ImageLaterality=laterality, ViewPosition=view)
     (base / "cohort.csv").write_text(COHORT_HEADER + "".join(lines))
     return base / "in", base / "cohort.csv"
 
