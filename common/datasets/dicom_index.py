@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from common.dicom import DicomError, read_dicom
-from common.preprocess import find_files
+from common.input_files import find_input_files
 
 COLUMNS = ["file", "name", "patient_tag", "laterality", "view", "dicom_age"]
 
@@ -21,8 +21,9 @@ COLUMNS = ["file", "name", "patient_tag", "laterality", "view", "dicom_age"]
 def index_dicoms(root: str | Path, skip: set[Path] = frozenset()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """(headers, rejected): one row per readable mammogram below root; `file` is relative to root."""
     root = Path(root)
-    rows, rejected = [], []
-    for path in find_files(root, skip={p.resolve() for p in skip}):
+    files, skipped = find_input_files(root, skip={p.resolve() for p in skip})
+    rows, rejected = [], [image_rejection(s["file"], s["reason"]) for s in skipped]
+    for path in files:
         relative = path.relative_to(root).as_posix()
         try:
             header = read_dicom(path, name_hint=relative, with_pixels=False)
