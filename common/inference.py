@@ -39,19 +39,51 @@ def make_scorer(model: keras.Model, *, tta: bool):
     return score
 
 
+def make_scorer_with_features(model: keras.Model, *, tta: bool):
+    """Like `make_scorer`, plus the penultimate features (the head's global average pool of the original,
+    unflipped image) from the same forward pass, for the report's domain-shift diagnostics."""
+    trunk, head = model.layers[:-1], model.layers[-1]
+
+    @tf.function(reduce_retracing=True)
+    def score(images):
+        x = flip_variants(images) if tta else images
+        for layer in trunk:
+            x = layer(x, training=False)
+        probabilities = head(x, training=False)[:, 1]
+        if tta:
+            probabilities = tf.reduce_mean(tf.reshape(probabilities, [4, -1]), axis=0)
+        return probabilities, tf.reduce_mean(tf.cast(x[: tf.shape(images)[0]], tf.float32), axis=[1, 2])
+
+    return score
+
+
 def predict_scores(
     model: keras.Model, frame: pd.DataFrame, prep: Preprocessing, *, batch_size: int, tta: bool, progress: bool = True
 ) -> np.ndarray:
+    return _predict(model, frame, prep, batch_size, tta, progress, features=False)[0]
+
+
+def predict_scores_and_features(
+    model: keras.Model, frame: pd.DataFrame, prep: Preprocessing, *, batch_size: int, tta: bool, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(cancer) per image and its penultimate feature vector (rows in `frame` order)."""
+    return _predict(model, frame, prep, batch_size, tta, progress, features=True)
+
+
+def _predict(model, frame, prep, batch_size, tta, progress, *, features: bool):
     if frame.empty:
-        return np.empty(0, dtype=np.float32)
+        return np.empty(0, dtype=np.float32), np.empty((0, 0), dtype=np.float32)
     check_image_size(frame, prep.height, prep.width)
     if tuple(model.input_shape[1:3]) != (prep.height, prep.width):
         raise UnusableInput(f"model input {model.input_shape[1:3]} differs from its preprocessing size")
-    score = make_scorer(model, tta=tta)
+    score = (make_scorer_with_features if features else make_scorer)(model, tta=tta)
     batches = evaluation_dataset(frame, prep, batch_size=batch_size, labels=False)
     total = math.ceil(len(frame) / batch_size)
-    scores = [score(batch).numpy() for batch in tqdm(batches, total=total, disable=not progress, desc="scoring")]
-    return np.concatenate(scores).astype(float)
+    outputs = [score(batch) for batch in tqdm(batches, total=total, disable=not progress, desc="scoring")]
+    if not features:
+        return np.concatenate([o.numpy() for o in outputs]).astype(float), None
+    return (np.concatenate([o[0].numpy() for o in outputs]).astype(float),
+            np.concatenate([o[1].numpy() for o in outputs]).astype(np.float32))  # fmt: skip
 
 
 def score_frame(
@@ -61,6 +93,18 @@ def score_frame(
     scores = frame[SCORE_COLUMNS].copy()
     scores["score"] = predict_scores(model, frame, prep, batch_size=batch_size, tta=tta)
     return scores
+
+
+def score_frame_with_features(
+    model: keras.Model, frame: pd.DataFrame, prep: Preprocessing, *, batch_size: int, tta: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scores.csv rows and the penultimate.csv rows (image_id, split, f0..f{k-1})."""
+    scores = frame[SCORE_COLUMNS].copy()
+    scores["score"], vectors = predict_scores_and_features(model, frame, prep, batch_size=batch_size, tta=tta)
+    columns = [f"f{i}" for i in range(vectors.shape[1])]
+    features = pd.concat([frame[["image_id", "split"]].reset_index(drop=True),
+                          pd.DataFrame(vectors, columns=columns)], axis=1)  # fmt: skip
+    return scores, features
 
 
 def write_scores_and_metrics(scores: pd.DataFrame, out_dir: Path, profile: dict[str, Any]) -> dict[str, Any]:

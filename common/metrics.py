@@ -141,14 +141,14 @@ def evaluate(frame: pd.DataFrame, *, level: str, n_boot: int, seed: int) -> dict
     """The `metrics.json` record: threshold from validation G-mean, everything else on test.
 
     `frame` needs columns split, label, score (and patient_id, used to resample patients when an
-    image-level frame is bootstrapped, so that the CI respects within-patient correlation).
+    image- or breast-level frame is bootstrapped, so that the CI respects within-patient correlation).
     """
     validation = frame[frame["split"] == "validation"]
     test = frame[frame["split"] == "test"]
     if test.empty:
         raise ValueError("no test rows to evaluate")
     threshold = gmean_threshold(validation["label"], validation["score"])
-    groups = test["patient_id"].to_numpy() if level == "image" and "patient_id" in test else None
+    groups = test["patient_id"].to_numpy() if level != "patient" and "patient_id" in test else None
     unit = "patient" if groups is not None or level == "patient" else "image"
     y, s = test["label"].to_numpy(), test["score"].to_numpy()
     auc = roc_auc(y, s)

@@ -2,7 +2,8 @@
 
 The baseline is a model folder (from `mammo pretrain`) or one of Shen's published Keras 2 HDF5
 checkpoints; run on the sources' own test splits it gives the in-domain rows of thesis Tables 2-3, on
-the target cohort the out-of-domain row of Table 4.
+the target cohort the out-of-domain row of Table 4. `penultimate.csv` keeps each image's penultimate
+features (from the same forward pass) for the report's domain-shift measure.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from common.artifacts import UnusableInput, atomic_write_json, require_success, step_output
+from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
 from common.data import Preprocessing, load_cohort
-from common.inference import score_frame, write_scores_and_metrics
+from common.inference import score_frame_with_features, write_scores_and_metrics
 from common.model import Architecture, build_end2end, load_model
 from common.profile import load_profile
 from common.training import write_model_folder
@@ -87,7 +88,10 @@ def run(args) -> int:
         cohort.warn()
         frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")
         tta = bool(profile["training"]["flip_tta"]) if args.tta is None else args.tta
-        scores = score_frame(model, frame, prep, batch_size=int(profile["training"]["batch_size"]), tta=tta)
+        scores, features = score_frame_with_features(
+            model, frame, prep, tta=tta, batch_size=int(profile["training"]["batch_size"])
+        )
+        atomic_write_csv(out / "penultimate.csv", features)  # the report's domain-shift diagnostics
         metrics = write_scores_and_metrics(scores, out, profile)
         record.counts.update({"scored_images": len(scores), "left_out_images": len(cohort.problems)})
         record.extra.update({"preprocessing": asdict(prep), "tta": tta, "test_auc": metrics["auc"]})

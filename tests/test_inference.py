@@ -166,3 +166,19 @@ def test_baseline_infer_refuses_a_model_folder_without_success(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "_SUCCESS.json" in result.stderr
+
+
+def test_penultimate_features_come_from_the_same_pass_as_the_scores(cohort):
+    """The domain-shift features: the head's global average pool of the unflipped image, scores unchanged."""
+    from common.inference import predict_scores_and_features
+
+    model = random_model(seed=14, input_scale=20.0)
+    prep = Preprocessing(61.0, HEIGHT, WIDTH, "test")
+    frame = cohort.iloc[:5]
+    scores, features = predict_scores_and_features(model, frame, prep, batch_size=2, tta=True, progress=False)
+    np.testing.assert_allclose(scores, predict_scores(model, frame, prep, batch_size=2, tta=True, progress=False),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    trunk = model.layers[-1].layers[0](model.layers[2](model.layers[1](model.layers[0](
+        reference_inputs(frame["path"], 61.0)))))  # fmt: skip
+    assert features.shape == (5, trunk.shape[-1]) and np.asarray(trunk).std() > 0
+    np.testing.assert_allclose(features, np.asarray(trunk), rtol=1e-4, atol=1e-6)
