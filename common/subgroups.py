@@ -64,7 +64,8 @@ def subgroup_table(test: pd.DataFrame, attributes: dict[str, pd.Series], thresho
     """
     records = []
     for name, values in attributes.items():
-        values = values.reindex(test.index).fillna(UNKNOWN).astype(str)
+        values = values.reindex(test.index).astype(object)
+        values = values.where(values.notna(), UNKNOWN).astype(str)
         if (values == UNKNOWN).all():
             continue
         order = sorted(set(values) - {UNKNOWN}) + ([UNKNOWN] if (values == UNKNOWN).any() else [])

@@ -44,6 +44,7 @@ class Metric:
 
 STEP_GROUP = "job=mammo_<step>, pipeline, [task]"
 MODEL_GROUP = "job=mammo_model, pipeline, row"
+SHIFT_GROUP = "job=mammo_domain_shift, pipeline, model, domain"
 METRICS: tuple[Metric, ...] = (
     Metric("mammo_step_duration_seconds", "Wall time of the step's last run.", STEP_GROUP),
     Metric("mammo_step_success", "1 if the step's last run succeeded, else 0.", STEP_GROUP),
@@ -67,6 +68,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("mammo_model_threshold", "Decision threshold chosen on the validation split.", MODEL_GROUP),
     Metric("mammo_model_cases", "Number of test cases (images or patients) behind the row.", MODEL_GROUP),
     Metric("mammo_model_positives", "Number of positive test cases behind the row.", MODEL_GROUP),
+    Metric("mammo_model_brier", "Brier score of the test scores (as scored, before recalibration).", MODEL_GROUP),
+    Metric("mammo_model_ece", "Expected calibration error on test, 10 equal-width bins.", MODEL_GROUP),
+    Metric("mammo_model_calibration_slope", "Calibration slope on test (1 is ideal).", MODEL_GROUP),
+    Metric("mammo_model_calibration_intercept", "Calibration-in-the-large on test (0 is ideal).", MODEL_GROUP),
+    Metric("mammo_model_auprc", "Area under the test precision-recall curve (average precision).", MODEL_GROUP),
+    Metric("mammo_model_sensitivity_at_specificity", "Test sensitivity at a fixed test specificity (ROC).",
+           MODEL_GROUP, ("specificity",)),
+    Metric("mammo_model_specificity_at_sensitivity", "Test specificity at a fixed test sensitivity (ROC).",
+           MODEL_GROUP, ("sensitivity",)),
+    Metric("mammo_domain_shift_intensity_distance", "Breast-intensity histogram W1 distance from the training "
+           "domain.", SHIFT_GROUP),
+    Metric("mammo_domain_shift_mmd2", "Penultimate-feature MMD^2 from the training domain.", SHIFT_GROUP),
+    Metric("mammo_domain_shift_p_value", "Permutation p-value of that MMD^2.", SHIFT_GROUP),
+    Metric("mammo_domain_shift_auc_drop", "In-domain test AUC minus the test AUC on the domain.", SHIFT_GROUP),
     Metric("mammo_workflow_success", "1 if the last workflow run succeeded, else 0.", "job=mammo_workflow, pipeline"),
     Metric("mammo_workflow_duration_seconds", "Wall time of the last workflow run.", "job=mammo_workflow, pipeline"),
     Metric("mammo_workflow_last_run_unixtime", "When the last workflow run ended.", "job=mammo_workflow, pipeline"),
@@ -89,7 +104,12 @@ _EPOCH_KEYS = {"loss": "mammo_train_loss", "val_loss": "mammo_train_val_loss", "
                "lr": "mammo_train_learning_rate", "learning_rate": "mammo_train_learning_rate"}
 _MODEL_KEYS = {"auc": "mammo_model_auc", "sensitivity": "mammo_model_sensitivity",
                "specificity": "mammo_model_specificity", "accuracy": "mammo_model_accuracy",
-               "threshold": "mammo_model_threshold", "n": "mammo_model_cases", "n_pos": "mammo_model_positives"}
+               "threshold": "mammo_model_threshold", "n": "mammo_model_cases", "n_pos": "mammo_model_positives",
+               "brier": "mammo_model_brier", "ece": "mammo_model_ece", "auprc": "mammo_model_auprc",
+               "calibration_slope": "mammo_model_calibration_slope",
+               "calibration_intercept": "mammo_model_calibration_intercept"}
+_SHIFT_KEYS = {"intensity_distance": "mammo_domain_shift_intensity_distance", "mmd2": "mammo_domain_shift_mmd2",
+               "p_value": "mammo_domain_shift_p_value", "auc_drop": "mammo_domain_shift_auc_drop"}
 # Count keys a step may use in `_SUCCESS.json` for the images it handled.
 _PROCESSED_KEYS = ("images", "images_processed", "processed")
 _REJECTED_KEYS = ("rejected", "images_rejected")
@@ -213,13 +233,26 @@ def push_epoch(step: str, epoch: int, logs: Mapping[str, float]) -> None:
 
 
 def push_model_metrics(row: str, metrics: Mapping[str, Any]) -> None:
-    """Final test metrics of one report row (the `metrics.json` fields); one group per row."""
+    """Final test metrics of one report row (the `metrics.json` fields, calibration, AUPRC and, under
+    `operating_points`, {("specificity" | "sensitivity", "0.90"): value}); one group per row."""
     values = {name: float(metrics[key]) for key, name in _MODEL_KEYS.items()
               if isinstance(metrics.get(key), (int, float))}
     ci = metrics.get("auc_ci95")
     if isinstance(ci, (list, tuple)) and len(ci) == 2:
         values["mammo_model_auc_ci_low"], values["mammo_model_auc_ci_high"] = float(ci[0]), float(ci[1])
-    _push("mammo_model", {"pipeline": pipeline_id(), "row": row}, values)
+    labelled: dict[str, dict[tuple[str, ...], float]] = {}
+    for (fixed, target), value in (metrics.get("operating_points") or {}).items():
+        name = "mammo_model_sensitivity_at_specificity" if fixed == "specificity" else \
+            "mammo_model_specificity_at_sensitivity"
+        labelled.setdefault(name, {})[(target,)] = float(value)
+    _push("mammo_model", {"pipeline": pipeline_id(), "row": row}, values, labelled)
+
+
+def push_domain_shift(model: str, domain: str, measures: Mapping[str, Any]) -> None:
+    """The report's domain-shift diagnostics of one (baseline model, domain) pair."""
+    values = {name: float(measures[key]) for key, name in _SHIFT_KEYS.items()
+              if isinstance(measures.get(key), (int, float))}
+    _push("mammo_domain_shift", {"pipeline": pipeline_id(), "model": model, "domain": domain}, values)
 
 
 def push_retrain_decision(decision: str, new_studies: int, champion_auc: float | None = None,

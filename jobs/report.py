@@ -8,6 +8,7 @@ from pathlib import Path
 from common import telemetry
 from common.artifacts import UnusableInput, step_output
 from common.profile import load_profile
+from common.report import provenance, publication
 from common.report.build import build_report
 
 HELP = "Rebuild thesis Tables 2-5, 8, 9 and the figures from a work directory: report.html, report.md, summary.json."
@@ -27,14 +28,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         raise UnusableInput(str(error)) from error
     with step_output("report", args.out, {"workdir": args.workdir}) as record:
-        summary = build_report(args.workdir, args.out, profile_name=args.profile, profile=profile)
+        command = provenance.report_command(args.workdir, args.out, args.profile)
+        summary = build_report(args.workdir, args.out, profile_name=args.profile, profile=profile, command=command)
         record.counts = {
             "models": len(summary["models"]),
             "figures": len(summary["figures"]),
             "missing_parts": len(summary["missing_parts"]),
         }
         record.extra["profile"] = args.profile
-    for key, values in summary["models"].items():
-        telemetry.push_model_metrics(key, {name: values[name] for name in ("auc", "sensitivity", "specificity")})
+    for key in summary["models"]:
+        telemetry.push_model_metrics(key, publication.pushed_values(summary, key))
+    for pair in summary.get("domain_shift", {}).get("pairs", []):
+        telemetry.push_domain_shift(pair["model"], pair["domain"], pair)
     print(f"report written to {Path(args.out) / 'report.html'}")
     return 0

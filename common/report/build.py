@@ -19,7 +19,7 @@ import yaml
 
 from common import metrics
 from common.artifacts import atomic_write_bytes, atomic_write_csv, atomic_write_text
-from common.report import domain, figures, overlays, render, tables
+from common.report import domain, figures, overlays, provenance, publication, render, tables
 from common.report.figures import Figure, split_curve
 from common.report.render import Code, Note, Paragraph, Section, Table
 from common.report.tables import ROW, TABLE9, TABLES
@@ -27,10 +27,21 @@ from common.report.workdir import DOMAINS, METRIC_FIELDS, WorkDir
 
 TITLE = "Domain shift of End2End VGG16 on the hospital's mammograms"
 GRADCAM_ORDER = ("finetune-config2", "finetune-config1", "baseline")
+# Where each publication section goes: after the section of this title (common.report.publication).
+PUBLICATION_PLACES = (
+    ("cohort", "About this report"),
+    ("calibration", "Before and after domain adaptation (Table 9)"),
+    ("levels", "Calibration: can a score be read as a probability?"),
+    ("operating_points", "Image, breast and exam level"),
+    ("subgroups", "Operating points and precision-recall"),
+    ("domain_shift", "Grad-CAM"),
+)
 
 
-def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name: str, profile: dict) -> dict[str, Any]:
-    """Write report.html, report.md, tables/, figures/ and summary.json into `out_dir`; return the summary."""
+def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name: str, profile: dict,
+                 command: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write report.html, report.md, tables/, figures/ (PNG and SVG) and summary.json into `out_dir`; return the
+    summary. `command` is the exact command that made this report (default: the equivalent `mammo report`)."""
     workdir = WorkDir.open(workdir_path)
     out = Path(out_dir)
     n_boot, seed = int(profile["metrics"]["bootstrap"]), int(profile["metrics"]["seed"])
@@ -40,10 +51,14 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
     tests = tables.paired_tests(found, workdir)
     patient = tables.patient_level_view(found, workdir, n_boot=n_boot, seed=seed)
     made, skipped, domain_features = _figures(workdir, found, n_boot=n_boot, seed=seed)
+    extra = publication.build(workdir, found, n_boot=n_boot, seed=seed)
     parts = pd.DataFrame(workdir.parts(), columns=["part", "status"])
 
     context = _context(workdir, profile_name, profile)
+    context["command"] = command or provenance.report_command(str(workdir_path), str(out_dir), profile_name)
     sections = _sections(context, thesis, changes, tests, patient, made, skipped, parts, workdir, profile)
+    sections = _place_publication(sections, extra)
+    made, skipped = {**made, **extra.figures}, {**skipped, **extra.skipped}
     subtitle = (f"profile {profile_name} | data {context['data_source']} | work directory {workdir.root} | "
                 f"generated {context['generated']}")  # fmt: skip
 
@@ -57,10 +72,14 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
     atomic_write_csv(out / "tables" / "work_directory.csv", parts)
     if not domain_features.empty:
         atomic_write_csv(out / "tables" / "domain_shift_features.csv", domain_features)
+    for name, frame in extra.tables.items():
+        atomic_write_csv(out / "tables" / f"{name}.csv", frame)
     for figure in made.values():
         atomic_write_bytes(out / "figures" / f"{figure.name}.png", figure.png)
+        if figure.svg is not None:
+            atomic_write_bytes(out / "figures" / f"{figure.name}.svg", figure.svg)
     atomic_write_text(out / "report.md", render.to_markdown(TITLE, subtitle, sections))
-    summary = _summary(context, found, changes, tests, patient, workdir, made, skipped)
+    summary = {**_summary(context, found, changes, tests, patient, workdir, made, skipped), **extra.summary}
     atomic_write_text(out / "summary.json", json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.html", render.to_html(TITLE, subtitle, sections))
     return summary
@@ -77,6 +96,8 @@ def _context(workdir: WorkDir, profile_name: str, profile: dict) -> dict[str, An
         "bootstrap": profile["metrics"],
         "workdir": str(workdir.root),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "code": provenance.code_version(),
+        "pipeline_command": provenance.pipeline_command(workdir, profile_name),
     }
 
 
@@ -260,11 +281,10 @@ def _sections(context, thesis, changes, tests, patient, made, skipped, parts, wo
             shift.blocks.append(Note(f"{name}: {skipped.get(name, 'not drawn')}"))
 
     reproduce = Section("Reproduce")
-    data_args = "" if context["data_source"] == "synthetic" else " --dicom <HOSPITAL_DICOM> --cohort <COHORT_CSV> ..."
-    reproduce.blocks.append(Code(
-        f"mammo pipeline run --profile {context['profile']} --workdir {context['workdir']}{data_args}\n"
-        f"mammo report --workdir {context['workdir']} --out <OUT> --profile {context['profile']}"))
-    if data_args:
+    reproduce.blocks.append(Paragraph(f"Code: {provenance.describe(context['code'])}. This report was made by the "
+                                      "second command; the first rebuilds the work directory it read."))
+    reproduce.blocks.append(Code(f"{context['pipeline_command']}\n{context['command']}"))
+    if context["data_source"] != "synthetic":
         reproduce.blocks.append(Paragraph("Real data: the inputs each step read (DICOM folders, cohorts, checkpoint) "
                                           "are listed in the table at the end of this section."))
     reproduce.blocks.append(Paragraph(f"Profile {context['profile']} as used (every setting a step reads):"))
@@ -293,6 +313,8 @@ def _summary(context, found, changes, tests, patient, workdir, made, skipped) ->
         "bootstrap": context["bootstrap"],
         "workdir": context["workdir"],
         "generated": context["generated"],
+        "provenance": {**context["code"], "command": context["command"],
+                       "pipeline_command": context["pipeline_command"]},  # fmt: skip
         "models": models,
         "table9_rows": [key for key in TABLE9 if key in models],
         "missing_models": {row.key: workdir.missing.get(row.folder, workdir.status(row.folder))
@@ -304,6 +326,18 @@ def _summary(context, found, changes, tests, patient, workdir, made, skipped) ->
         "figures": sorted(made),
         "figures_skipped": skipped,
     }
+
+
+def _place_publication(sections: list[Section], extra: publication.Publication) -> list[Section]:
+    """The publication sections inserted after the sections PUBLICATION_PLACES names (at the end if absent)."""
+    placed = list(sections)
+    for key, after in PUBLICATION_PLACES:
+        if key not in extra.sections:
+            continue
+        titles = [section.title for section in placed]
+        position = titles.index(after) + 1 if after in titles else len(placed)
+        placed.insert(position, extra.sections[key])
+    return placed
 
 
 def _recorded_profiles(workdir: WorkDir) -> dict[str, str]:

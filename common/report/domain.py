@@ -22,15 +22,40 @@ from common.report.figures import COLOURS, plt, png_bytes
 from common.report.workdir import DOMAINS, WorkDir
 
 SAMPLE_PER_DOMAIN = 24
+DIAGNOSTIC_SAMPLE = 48  # images per (domain, split) behind the intensity distance of the diagnostics table
 HIST_BINS = np.linspace(0.0, 1.0, 65)
+HIST_CENTRES = (HIST_BINS[:-1] + HIST_BINS[1:]) / 2
 PANEL_FEATURES = ("iavg", "istd", "iske", "ient", "ccon", "chom", "cene", "ccor")
 
 
 def sample_domain(workdir: WorkDir, domain: str, count: int = SAMPLE_PER_DOMAIN) -> tuple[np.ndarray, pd.DataFrame]:
     """Mean breast-intensity histogram and per-image features of an evenly spaced sample of images."""
-    part = f"preprocess-{domain}"
-    index = workdir.table(part, "images.csv")
+    index = workdir.table(f"preprocess-{domain}", "images.csv")
     if index is None or index.empty:
+        return np.zeros(HIST_BINS.size - 1), pd.DataFrame()
+    return _sample(workdir, domain, index, count)
+
+
+def split_histograms(workdir: WorkDir, count: int = DIAGNOSTIC_SAMPLE) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
+    """(domain, split) -> (mean breast-intensity histogram, images behind it) for the validation and test
+    splits of every domain, from an evenly spaced sample of at most `count` images each."""
+    found = {}
+    for domain in DOMAINS:
+        index = workdir.table(f"preprocess-{domain}", "images.csv")
+        split = workdir.table(f"split-{domain}", "split.csv")
+        if index is None or split is None or index.empty:
+            continue
+        index = index.merge(split[["patient_id", "split"]].astype({"patient_id": str}), on="patient_id")
+        for name in ("validation", "test"):
+            histogram, features = _sample(workdir, domain, index[index["split"] == name], count, features=False)
+            if len(features):
+                found[(domain, name)] = (histogram, len(features))
+    return found
+
+
+def _sample(workdir: WorkDir, domain: str, index: pd.DataFrame, count: int, *, features: bool = True):
+    part = f"preprocess-{domain}"
+    if index.empty:
         return np.zeros(HIST_BINS.size - 1), pd.DataFrame()
     index = index.sort_values("image_id", ignore_index=True)
     picks = index.iloc[np.unique(np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int))]
@@ -43,12 +68,12 @@ def sample_domain(workdir: WorkDir, domain: str, count: int = SAMPLE_PER_DOMAIN)
         try:
             mask = segment_breast(scaled, row["view"], _network_spacing(row, image.shape[1])).breast
             values = scaled[mask]
-            features = {**histogram_features(values), **glcm_features(scaled, mask)}
+            measured = {**histogram_features(values), **glcm_features(scaled, mask)} if features else {}
         except ValueError:  # no breast found or a flat region: leave the image out of the panel
             continue
         histograms.append(np.histogram(values, bins=HIST_BINS, density=True)[0])
         records.append({"image_id": row["image_id"], "label": row.get("label", np.nan),
-                        **{name: features[name] for name in PANEL_FEATURES}})  # fmt: skip
+                        **{name: measured[name] for name in PANEL_FEATURES if name in measured}})  # fmt: skip
     mean = np.mean(histograms, axis=0) if histograms else np.zeros(HIST_BINS.size - 1)
     return mean, pd.DataFrame.from_records(records)
 

@@ -1,6 +1,8 @@
 """Figures where a reader would rather look than read: ROC curves with CI bands, loss curves with the
 stage boundary (thesis Figures 3-4), score distributions by class and confusion matrices at the
 frozen validation thresholds. Every function returns PNG bytes; nothing is shown on screen (Agg).
+The bytes also carry the same figure as SVG (`Rendered.svg`) for print; sizes and fonts are chosen so
+that text stays at least 8 pt when a figure is printed at its own width.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import pandas as pd  # noqa: E402
 
 from common import metrics  # noqa: E402
 
+matplotlib.rcParams.update({"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
+                            "xtick.labelsize": 8, "ytick.labelsize": 8, "svg.hashsalt": "mammo-report"})  # fmt: skip
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 COLOURS = ("#1b6ca8", "#d1495b", "#2a9d8f", "#e9a03b", "#6c4f9e", "#5c5c5c")
 DPI = 110
@@ -40,6 +44,17 @@ class Figure:
     title: str
     caption: str
     png: bytes
+
+    @property
+    def svg(self) -> bytes | None:
+        return getattr(self.png, "svg", None)
+
+
+class Rendered(bytes):
+    """PNG bytes carrying the same figure as SVG in `.svg`: still plain bytes to every caller (the HTML
+    inlines the PNG), while the report also writes the vector file."""
+
+    svg: bytes
 
 
 def split_curve(label: str, scores: pd.DataFrame, level: str) -> Curve:
@@ -88,7 +103,7 @@ def roc_band(curve: Curve, *, n_boot: int, seed: int, level: float = 0.95) -> tu
 
 def roc_figure(panels: dict[str, list[Curve]], *, n_boot: int, seed: int) -> bytes:
     """One axes per panel title; each curve with its AUC and a shaded 95% bootstrap band."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.9), squeeze=False)
     for ax, (title, curves) in zip(axes[0], panels.items(), strict=True):
         for colour, curve in zip(COLOURS, curves, strict=False):
             if curve.y.all() or not curve.y.any():
@@ -101,7 +116,7 @@ def roc_figure(panels: dict[str, list[Curve]], *, n_boot: int, seed: int) -> byt
         ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls=":")
         ax.set(title=title, xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.01))
         ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize=7.5)
+        ax.legend(loc="lower right", fontsize=8)
     return png_bytes(fig)
 
 
@@ -156,7 +171,7 @@ def score_distribution_figure(models: list[tuple[str, Curve, float]]) -> bytes:
         ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.3f}")
         ax.set(xlabel="score", ylabel="density")
         ax.set_title(textwrap.fill(title, 30), fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return png_bytes(fig)
 
 
@@ -176,8 +191,12 @@ def confusion_figure(models: list[tuple[str, Curve, float]]) -> bytes:
 
 
 def png_bytes(fig) -> bytes:
-    buffer = io.BytesIO()
+    """The figure as PNG (a `Rendered`, so its SVG comes along); closes the figure."""
+    png, svg = io.BytesIO(), io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
-    return buffer.getvalue()
+    rendered = Rendered(png.getvalue())
+    rendered.svg = svg.getvalue()
+    return rendered
