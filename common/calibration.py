@@ -75,12 +75,21 @@ def logit(scores) -> np.ndarray:
 
 
 def calibration_slope(labels, scores) -> float:
-    """Slope b of the logistic regression of the label on logit(score); NaN with one class only."""
-    y = np.asarray(labels).astype(int)
+    """Slope b of the logistic regression of the label on logit(score) (unpenalised maximum likelihood by
+    Newton-Raphson on (a, b): two parameters, so no solver library is needed); NaN with one class only."""
+    y = np.asarray(labels, dtype=float)
     if y.min() == y.max():
         return float("nan")
-    fit = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000).fit(logit(scores)[:, None], y)
-    return float(fit.coef_[0, 0])
+    x = np.column_stack([np.ones_like(y), logit(scores)])
+    beta = np.zeros(2)
+    for _ in range(100):
+        p = special.expit(x @ beta)
+        hessian = x.T @ (x * (p * (1 - p))[:, None])
+        step = np.linalg.lstsq(hessian, x.T @ (y - p), rcond=None)[0]
+        beta += step
+        if not np.isfinite(beta).all() or np.abs(step).max() < 1e-10:
+            break
+    return float(beta[1]) if np.isfinite(beta).all() and np.abs(step).max() < 1e-6 else float("nan")  # nan: separable
 
 
 def calibration_intercept(labels, scores) -> float:

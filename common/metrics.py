@@ -29,6 +29,24 @@ def roc_auc(labels, scores) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct score threshold, from (0, 0) to (1, 1); vectorised because the
+    bootstrap band calls it thousands of times."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order].astype(bool)
+    last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[last]
+    fp = last + 1 - tp
+    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
+
+
+def roc_area(y: np.ndarray, s: np.ndarray) -> float:
+    """The same AUC as `roc_auc` (ties count one half) as the trapezoid area under `roc_points`: pure numpy,
+    several times faster than ranking, which matters inside bootstraps."""
+    fpr, tpr = roc_points(y, s)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
+
+
 def bootstrap_auc_ci(
     labels, scores, *, n_boot: int, seed: int, groups=None, level: float = 0.95
 ) -> tuple[float, float]:
@@ -56,7 +74,7 @@ def bootstrap_auc_ci(
         yb = y[index]
         if yb.all() or not yb.any():
             continue
-        aucs[done] = roc_auc(yb, s[index])
+        aucs[done] = roc_area(yb, s[index])
         done += 1
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(aucs, [tail, 100 - tail])

@@ -166,3 +166,14 @@ def test_single_class_is_reported_not_crashed():
         metrics.gmean_threshold([0, 0], [0.1, 0.2])
     assert all(np.isnan(metrics.bootstrap_auc_ci([0, 0], [0.1, 0.2], n_boot=5, seed=0)))
     assert list(itertools.chain(metrics.wilson_ci(0, 0)))[0] != 0  # NaN, never a fake 0
+
+
+def test_roc_area_equals_the_mann_whitney_auc_with_ties():
+    from common.metrics import roc_area
+
+    rng = np.random.default_rng(21)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        y[:2] = (0, 1)
+        s = np.round(rng.normal(size=40) + y, 1)
+        assert roc_area(y, s) == pytest.approx(metrics.roc_auc(y, s), abs=1e-12)

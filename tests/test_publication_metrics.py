@@ -216,6 +216,7 @@ def test_auprc_matches_scikit_learn_and_the_definition():
     s = np.round(rng.normal(size=40) + y, 1)
     assert operating_points.auprc(y, s) == pytest.approx(average_precision_score(y, s))
     assert operating_points.auprc(y, s) == pytest.approx(_brute_average_precision(y, s))
+    assert operating_points.average_precision(y, s) == pytest.approx(average_precision_score(y, s))  # the bootstrap's
 
 
 def test_validation_threshold_reaches_the_target_on_validation_and_is_applied_to_test():

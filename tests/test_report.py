@@ -60,6 +60,28 @@ def write_history(folder, stage: int, epochs: int) -> None:
     (folder / "_SUCCESS.json").write_text("{}")
 
 
+SHIFT = {"film": 0.4, "ffdm": 0.0, "hospital": 1.2}  # penultimate-feature shift of each domain
+
+
+def write_split(folder) -> None:
+    grouped = image_frame(0).groupby("patient_id", as_index=False)
+    patients = grouped.agg(split=("split", "first"), label=("label", "max"))
+    patients["pair_id"] = ""
+    patients["age"] = [45 + (p * 7) % 25 for p in range(len(patients))]
+    patients["age_stratum"] = pd.cut(patients["age"], [0, 50, 60, 200], right=False,
+                                     labels=["0-50", "50-60", "60-200"]).astype(str)  # fmt: skip
+    folder.mkdir(parents=True)
+    patients.to_csv(folder / "split.csv", index=False)
+    (folder / "_SUCCESS.json").write_text("{}")
+
+
+def write_penultimate(folder, shift: float, seed: int) -> None:
+    rows = pd.read_csv(folder / "scores.csv").query("split != 'train'")[["image_id", "split"]]
+    shifted = shift * (rows["split"] == "test").to_numpy()[:, None]
+    features = np.random.default_rng(seed).normal(size=(len(rows), 4)) + shifted
+    rows.assign(**{f"f{i}": features[:, i] for i in range(4)}).to_csv(folder / "penultimate.csv", index=False)
+
+
 def breast_png(path, seed: int, bright: float, shape: tuple[int, int] = (96, 72)) -> None:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -89,11 +111,16 @@ def make_workdir(base):
     features.to_csv(root / "radiomics" / "features.csv", index=False)
     (root / "radiomics" / "_SUCCESS.json").write_text("{}")
     for domain, bright in (("film", 0.5), ("hospital", 0.75)):
-        images = image_frame(0).head(8).assign(pixel_spacing_mm=0.1, original_width=720)
+        images = image_frame(0).iloc[112:144].assign(pixel_spacing_mm=0.1, original_width=720)  # validation + test
         for number, image_id in enumerate(images["image_id"]):
             breast_png(root / f"preprocess-{domain}" / "images" / f"{image_id}.png", number, bright)
         images.to_csv(root / f"preprocess-{domain}" / "images.csv", index=False)
         (root / f"preprocess-{domain}" / "_SUCCESS.json").write_text("{}")
+        (root / f"preprocess-{domain}" / "rejected.csv").write_text(
+            "file,reason\nx/1.dcm,not a DICOM file: no preamble\nx/2.dcm,not a DICOM file: truncated\n")
+        write_split(root / f"split-{domain}")
+    for number, folder in enumerate(f for f in SEPARATION if f.startswith("infer-")):
+        write_penultimate(root / folder, shift=SHIFT[folder.rsplit("-", 1)[1]], seed=number)
     (root / "synth-hospital").mkdir()
     (root / "infer-a-ffdm").mkdir()  # started but never finished: must count as missing
     return root, written
@@ -248,3 +275,104 @@ def test_data_source_is_read_from_synth_folders_or_preprocess_inputs(tmp_path):
     assert WorkDir(tmp_path).data_source() == "real"
     marker("preprocess-film", "/work/synth-film/dicom")  # on Argo the synth folders are not mounted
     assert WorkDir(tmp_path).data_source() == "synthetic"
+
+
+def _test_split(root, folder):
+    scores = pd.read_csv(root / folder / "scores.csv", dtype={"patient_id": str})
+    return scores[scores["split"] == "test"]
+
+
+def test_calibration_levels_and_operating_points_match_independent_computations(built):
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
+    root, _, out, summary = built
+    for key, folder in (("baseline", "infer-ab-hospital"), ("finetune-config1", "finetune1-stage2"),
+                        ("baseline+radiomics", "radiomics")):  # fmt: skip
+        test = _test_split(root, folder)
+        raw = summary["calibration"][key]["raw"]
+        assert raw["brier"] == pytest.approx(brier_score_loss(test["label"], test["score"]))
+        observed, predicted = calibration_curve(test["label"], test["score"], n_bins=10, strategy="uniform")
+        np.testing.assert_allclose(raw["curve"]["observed"], observed)
+        np.testing.assert_allclose(raw["curve"]["mean_score"], predicted)
+        assert summary["operating_points"][key]["auprc"] == pytest.approx(
+            average_precision_score(test["label"], test["score"]))
+    levels = {(r["level"], r["rule"]): r for r in summary["levels"]["baseline"]}
+    test = _test_split(root, "infer-ab-hospital")
+    breasts = test.groupby(["patient_id", "laterality"]).agg(label=("label", "max"), score=("score", "max"))
+    assert levels[("breast", "max")]["auc"] == pytest.approx(metrics.roc_auc(breasts["label"], breasts["score"]))
+    assert levels[("breast", "max")]["n"] == 16 and levels[("exam", "mean")]["n"] == 8
+    assert [(r["level"], r["rule"]) for r in summary["levels"]["baseline+radiomics"]] == [
+        ("exam", "patient-level model")]
+    written = pd.read_csv(out / "tables" / "calibration.csv")
+    assert set(written["scores"]) == {"raw", "platt", "isotonic"} and set(written["row"]) == set(summary["models"])
+
+
+def test_subgroups_cohort_table_and_no_density_note(built):
+    root, _, out, summary = built
+    cells = {(c["attribute"], c["value"]): c for c in summary["subgroups"]["cells"]["baseline"]}
+    test = _test_split(root, "infer-ab-hospital")
+    assert cells[("view", "CC")]["n"] == (test["view"] == "CC").sum()
+    split = pd.read_csv(root / "split-hospital" / "split.csv", dtype={"patient_id": str})
+    strata = test["patient_id"].map(dict(zip(split["patient_id"], split["age_stratum"], strict=True)))
+    for stratum in strata.unique():
+        assert cells[("age", stratum)]["n"] == (strata == stratum).sum()
+    assert not any(a == "density" for a, _ in cells)
+    assert summary["subgroups"]["density"] == "no density in this cohort"
+    page = (out / "report.html").read_text()
+    assert "no density in this cohort" in page
+    cohort = pd.read_csv(out / "tables" / "cohort.csv").set_index(["domain", "split"])
+    assert cohort.loc[("hospital", "test"), "patients"] == 8 and cohort.loc[("hospital", "all"), "images"] == 32
+    test_ages = split.loc[split["split"] == "test", "age"]
+    assert cohort.loc[("hospital", "test"), "age_mean"] == pytest.approx(test_ages.mean())
+    rejected = pd.read_csv(out / "tables" / "rejected_by_reason.csv")
+    assert rejected.to_dict(orient="records") == [{"domain": "film", "reason": "not a DICOM file", "files": 2},
+                                                  {"domain": "hospital", "reason": "not a DICOM file", "files": 2}]
+
+
+def test_density_subgroup_appears_when_the_cohort_has_it(tmp_path):
+    root, _ = make_workdir(tmp_path)
+    images = pd.read_csv(root / "preprocess-hospital" / "images.csv")
+    images["density"] = np.resize(["A", "B", "3", "4"], len(images))
+    images.to_csv(root / "preprocess-hospital" / "images.csv", index=False)
+    summary = run_report(root, tmp_path / "report")
+    cells = {(c["attribute"], c["value"]): c for c in summary["subgroups"]["cells"]["baseline"]}
+    test = _test_split(root, "infer-ab-hospital")
+    density = test["image_id"].map(dict(zip(images["image_id"], images["density"].map(
+        {"A": "A", "B": "B", "3": "C", "4": "D"}), strict=True)))  # fmt: skip
+    assert {v for a, v in cells if a == "density"} == set(density.dropna())
+    for value in ("A", "B", "C", "D"):
+        assert cells[("density", value)]["n"] == (density == value).sum()
+    assert "no density in this cohort" not in (tmp_path / "report" / "report.html").read_text()
+
+
+def test_domain_shift_diagnostics_rank_the_shifted_features(built):
+    _, _, _, summary = built
+    pairs = {(p["model"], p["domain"]): p for p in summary["domain_shift"]["pairs"]}
+    assert pairs[("A+B", "hospital")]["mmd2"] > pairs[("A+B", "film")]["mmd2"] > pairs[("A+B", "ffdm")]["mmd2"]
+    assert pairs[("A+B", "hospital")]["p_value"] < 0.01
+    assert pairs[("A+B", "ffdm")]["p_value"] > 0.01  # the in-domain null check
+    assert pairs[("A+B", "hospital")]["auc_drop"] == pytest.approx(
+        summary["models"]["ab-ffdm"]["auc"] - summary["models"]["baseline"]["auc"])
+    # The fake work directory has no ffdm images, so the intensity distance only exists where both sides do.
+    assert np.isnan(pairs[("A+B", "ffdm")]["intensity_distance"] or np.nan)
+    assert pairs[("A", "hospital")]["intensity_distance"] > 0.1  # film 0.5 vs hospital 0.75 brightness
+
+
+def test_svg_figures_provenance_and_reproduce_commands(built):
+    import subprocess
+    import xml.etree.ElementTree as ElementTree
+
+    root, _, out, summary = built
+    for name in summary["figures"]:
+        svg = ElementTree.parse(out / "figures" / f"{name}.svg").getroot()
+        assert svg.tag.endswith("svg"), name
+    assert {"calibration", "precision_recall", "subgroups", "domain_shift_diagnostics"} <= set(summary["figures"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert summary["provenance"]["git_commit"] == head
+    assert summary["provenance"]["command"] == f"mammo report --workdir {root} --out {out} --profile ci"
+    page = (out / "report.html").read_text()
+    reproduce = page[page.index("<h2>Reproduce</h2>"):]
+    assert summary["provenance"]["command"] in reproduce and head in reproduce
+    assert f"mammo pipeline run --profile ci --workdir {root}" in reproduce
+    assert not re.search(r"&lt;[A-Z_]+&gt;", reproduce)  # no <OUT>-style placeholder

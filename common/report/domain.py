@@ -45,7 +45,8 @@ def split_histograms(workdir: WorkDir, count: int = DIAGNOSTIC_SAMPLE) -> dict[t
         split = workdir.table(f"split-{domain}", "split.csv")
         if index is None or split is None or index.empty:
             continue
-        index = index.merge(split[["patient_id", "split"]].astype({"patient_id": str}), on="patient_id")
+        index = index.drop(columns="split", errors="ignore").merge(
+            split[["patient_id", "split"]].astype({"patient_id": str}), on="patient_id")
         for name in ("validation", "test"):
             histogram, features = _sample(workdir, domain, index[index["split"] == name], count, features=False)
             if len(features):

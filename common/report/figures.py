@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from common import metrics  # noqa: E402
+from common.metrics import roc_points  # noqa: E402
 
 matplotlib.rcParams.update({"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8,
                             "xtick.labelsize": 8, "ytick.labelsize": 8, "svg.hashsalt": "mammo-report"})  # fmt: skip
@@ -61,17 +62,6 @@ def split_curve(label: str, scores: pd.DataFrame, level: str) -> Curve:
     test = scores[scores["split"] == "test"]
     groups = test["patient_id"].to_numpy() if level == "image" else None
     return Curve(label, test["label"].to_numpy().astype(int), test["score"].to_numpy(float), groups)
-
-
-def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, TPR) at every distinct score threshold, from (0, 0) to (1, 1); vectorised because the
-    bootstrap band calls it thousands of times."""
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order].astype(bool)
-    last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
-    fp = last + 1 - tp
-    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
 
 
 def roc_band(curve: Curve, *, n_boot: int, seed: int, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -190,10 +180,11 @@ def confusion_figure(models: list[tuple[str, Curve, float]]) -> bytes:
     return png_bytes(fig)
 
 
-def png_bytes(fig) -> bytes:
-    """The figure as PNG (a `Rendered`, so its SVG comes along); closes the figure."""
+def png_bytes(fig, rect: tuple[float, float, float, float] | None = None) -> bytes:
+    """The figure as PNG (a `Rendered`, so its SVG comes along); closes the figure. `rect` keeps part of the
+    figure free of axes (e.g. for a figure-level legend)."""
     png, svg = io.BytesIO(), io.BytesIO()
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(png, format="png", dpi=DPI, metadata={"Software": None})
     fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)

@@ -34,7 +34,7 @@ def reliability_figure(results: dict[str, dict]) -> bytes | None:
                     capsize=2)  # fmt: skip
         ax.scatter(raw["mean_score"], raw["observed"], s=12 + 60 * raw["n"] / raw["n"].max(), color=COLOURS[0],
                    zorder=3, label="as scored (95% bootstrap band)")  # fmt: skip
-        text = [f"ECE {result['raw']['ece']:.3f}"]
+        text = [f"ECE as scored {result['raw']['ece']:.3f}"]
         for colour, method in zip(COLOURS[1:], ("platt", "isotonic"), strict=False):
             if "curve" not in result.get(method, {}):
                 continue
@@ -43,15 +43,14 @@ def reliability_figure(results: dict[str, dict]) -> bytes | None:
             ax.plot(curve["mean_score"], curve["observed"], style, color=colour, lw=1.4, marker=".", label=name)
             text.append(f"{method} {result[method]['ece']:.3f}")
         ax.text(0.03, 0.97, "\n".join(text), transform=ax.transAxes, va="top", fontsize=8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score in bin", ylabel="observed positives")
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="mean score in bin", ylabel="observed positives")
         ax.set_title(textwrap.fill(label, 34), fontsize=8.5)
         ax.set_aspect("equal")
     for ax in axes.flat[len(results) :]:
         ax.remove()
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.045 if rows > 1 else 0.09, 1, 1))
-    return png_bytes(fig)
+    return png_bytes(fig, rect=(0, 0.06 if rows > 1 else 0.12, 1, 1))
 
 
 def precision_recall_figure(curves: dict[str, tuple[pd.DataFrame, str]]) -> bytes | None:
@@ -96,7 +95,8 @@ def forest_figure(frame: pd.DataFrame) -> bytes | None:
         y = y + (number - (len(models) - 1) / 2) * step
         ci = np.array([list(c) for c in part["auc_ci95"]], dtype=float)
         auc = part["auc"].to_numpy(float)
-        ax.errorbar(auc, y, xerr=[auc - ci[:, 0], ci[:, 1] - auc], fmt="none", ecolor=colour, lw=1)
+        xerr = np.clip([auc - ci[:, 0], ci[:, 1] - auc], 0, None)  # a percentile CI may exclude its point
+        ax.errorbar(auc, y, xerr=xerr, fmt="none", ecolor=colour, lw=1)
         small = part["small"].to_numpy(bool)
         ax.scatter(auc[~small], y[~small], color=colour, s=22, zorder=3, label=textwrap.shorten(model, 40))
         ax.scatter(auc[small], y[small], facecolors="white", edgecolors=colour, s=22, zorder=3)
@@ -112,7 +112,7 @@ def shift_figure(frame: pd.DataFrame) -> bytes | None:
     """AUC drop against each distance measure, one marker per baseline model, labelled by domain."""
     if frame.empty or not np.isfinite(frame["auc_drop"].astype(float)).any():
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.3))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.5))
     for ax, (measure, title) in zip(axes, (("intensity_distance", "intensity histogram distance (W1)"),
                                            ("mmd2", "penultimate-feature MMD^2")), strict=True):  # fmt: skip
         for colour, (model, part) in zip(COLOURS, frame.groupby("model", sort=False), strict=False):
@@ -122,6 +122,8 @@ def shift_figure(frame: pd.DataFrame) -> bytes | None:
                 if np.isfinite(xi) and np.isfinite(yi):
                     ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8, color=colour)
         ax.axhline(0, color="#999999", lw=0.7)
+        ax.margins(0.15)
         ax.set(xlabel=title, ylabel="AUC drop vs in-domain test AUC")
-        ax.legend(fontsize=8, loc="upper left")
-    return png_bytes(fig)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    return png_bytes(fig, rect=(0, 0.08, 1, 1))
