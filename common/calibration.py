@@ -21,6 +21,7 @@ Definitions (stated in the report):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,27 +187,33 @@ def assess(frame: pd.DataFrame, *, n_boot: int, seed: int, bins: int = BINS) -> 
     groups = test["patient_id"].to_numpy() if "patient_id" in test else np.arange(len(test))
     result: dict[str, Any] = {"bins": bins, "binning": f"{bins} equal-width bins on [0, 1]",
                               "n_validation": int(len(validation)), "n_test": int(len(test)),
-                              "raw": _assessment(y, s, groups, n_boot=n_boot, seed=seed, bins=bins)}  # fmt: skip
+                              "raw": {**_assessment(y, s, groups, n_boot=n_boot, seed=seed, bins=bins),
+                                      **_decisions(validation["label"], validation["score"], y, s)}}  # fmt: skip
     for method in METHODS:
         try:
             fitted = Recalibrator.fit(method, validation["label"], validation["score"])
         except ValueError as error:
             result[method] = {"note": str(error)}
             continue
-        calibrated_validation = fitted.apply(validation["score"])
         calibrated = fitted.apply(s)
-        threshold = metrics.gmean_threshold(validation["label"], calibrated_validation)
-        binary = metrics.binary_metrics(y, calibrated, threshold)
         result[method] = {
             "fitted_on": "validation",
             "parameters": fitted.parameters(),
             **_assessment(y, calibrated, groups, n_boot=n_boot, seed=seed, bins=bins),
-            "auc": metrics.roc_auc(y, calibrated),
-            "threshold": threshold,
-            "sensitivity": binary["sensitivity"],
-            "specificity": binary["specificity"],
+            **_decisions(validation["label"], fitted.apply(validation["score"]), y, calibrated),
         }
     return result
+
+
+def _decisions(val_y, val_s, y, s) -> dict[str, float]:
+    """Test AUC, and sensitivity and specificity at the validation G-mean threshold of these scores."""
+    try:
+        threshold = metrics.gmean_threshold(val_y, val_s)
+    except ValueError:
+        return {"auc": metrics.roc_auc(y, s), "threshold": math.nan, "sensitivity": math.nan, "specificity": math.nan}
+    binary = metrics.binary_metrics(y, s, threshold)
+    return {"auc": metrics.roc_auc(y, s), "threshold": threshold, "sensitivity": binary["sensitivity"],
+            "specificity": binary["specificity"]}  # fmt: skip
 
 
 def _assessment(y, s, groups, *, n_boot: int, seed: int, bins: int) -> dict[str, Any]:

@@ -91,12 +91,13 @@ def validation_threshold(labels, scores, target: float, kind: str) -> float:
     (kind "specificity") or sensitivity (kind "sensitivity") reaches the target.
 
     For a specificity target the lowest such threshold gives the most sensitivity; for a sensitivity target
-    the highest threshold still reaching it gives the most specificity.
+    the highest threshold still reaching it gives the most specificity. When only calling nothing positive
+    reaches the target, the threshold lies just above the highest validation score.
     """
     y, s = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
     if y.all() or not y.any():
         return float("nan")
-    candidates = np.r_[np.unique(s), np.inf]
+    candidates = np.r_[np.unique(s), np.nextafter(s.max(), np.inf)]  # the last: nothing on validation positive
     if kind == "specificity":
         spec = np.array([(s[~y] < t).mean() for t in candidates])
         return float(candidates[np.flatnonzero(spec >= target - 1e-12)[0]])

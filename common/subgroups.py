@@ -45,7 +45,7 @@ def cell(frame: pd.DataFrame, threshold: float, *, n_boot: int, seed: int) -> di
     if n_pos == 0 or n_neg == 0:
         notes.append("one class only: no AUC")
     elif min(n_pos, n_neg) < SMALL_CELL:
-        notes.append(f"small cell (< {SMALL_CELL} positives or negatives): read the CI, not the point")
+        notes.append(f"small cell (< {SMALL_CELL} pos. or neg.)")
     return {
         "n": int(len(y)), "n_pos": n_pos, "patients": int(frame["patient_id"].nunique()) if groups is not None else 0,
         "auc": metrics.roc_auc(y, s),

@@ -155,8 +155,9 @@ def _calibration(scores, found, out: Publication, *, n_boot: int, seed: int) -> 
             "Specificity": frame["specificity"], "Note": frame["note"].replace("", "-"),
         })  # fmt: skip
         section.blocks.append(Table("Calibration before and after recalibration on validation", layout,
-                                    "AUC, threshold, sensitivity and specificity of the 'as scored' rows are in the "
-                                    "thesis tables; Platt scaling is monotone, so it keeps the AUC."))  # fmt: skip
+                                    "Thresholds: validation G-mean of the scores of that line. Platt scaling is "
+                                    "monotone: it keeps the AUC, or reverses the ranking when its validation fit has "
+                                    "a negative slope (a model worse than chance on validation)."))  # fmt: skip
     png = pubfigures.reliability_figure({_label(k): r for k, r in results.items()})
     _add(out, "calibration", "Reliability diagrams on the test split (before and after recalibration)",
          "Points: observed fraction of positives per score bin (size ~ images in the bin), bars: 95% bootstrap "
