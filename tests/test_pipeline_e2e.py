@@ -40,6 +40,9 @@ def test_ci_pipeline_writes_every_table9_row(ci_run):
     # The summary repeats the step's own metrics.json rather than recomputing it differently.
     baseline = json.loads((workdir / "infer-ab-hospital" / "metrics.json").read_text())
     assert summary["models"]["baseline"]["auc"] == pytest.approx(baseline["auc"])
+    # baseline-infer's penultimate features reach the report's domain-shift diagnostics for every pair.
+    assert len(summary["domain_shift"]["pairs"]) == 6
+    assert all(math.isfinite(pair["mmd2"]) for pair in summary["domain_shift"]["pairs"])
     html = (workdir / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="figures/' not in html
     assert str(workdir / "report" / "report.html") in stdout
