@@ -377,3 +377,21 @@ def test_svg_figures_provenance_and_reproduce_commands(built):
     assert summary["provenance"]["command"] in reproduce and head in reproduce
     assert f"mammo pipeline run --profile ci --workdir {root}" in reproduce
     assert not re.search(r"&lt;[A-Z_]+&gt;", reproduce)  # no <OUT>-style placeholder
+
+
+def test_real_data_pipeline_command_is_rebuilt_from_the_step_records(tmp_path):
+    from common.report import provenance
+    from common.report.workdir import WorkDir
+
+    def marker(folder, **record):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "_SUCCESS.json").write_text(json.dumps(record))
+
+    marker("preprocess-hospital", inputs={"input": "/data/hospital dicom", "cohort": "/data/cohort.csv"})
+    marker("infer-ab-hospital", inputs={"checkpoint": "/models/inbreast_vgg16_512x1.h5"},
+           preprocessing={"featurewise_mean": 44.33})  # fmt: skip
+    (tmp_path / "finetune2-stage1").mkdir()
+    command = provenance.pipeline_command(WorkDir(tmp_path), "full")
+    assert command == (f"mammo pipeline run --profile full --workdir {tmp_path} --configs 2 "
+                       "--dicom '/data/hospital dicom' --cohort /data/cohort.csv "
+                       "--checkpoint /models/inbreast_vgg16_512x1.h5 --checkpoint-mean 44.33")  # fmt: skip
