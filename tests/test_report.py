@@ -395,3 +395,32 @@ def test_real_data_pipeline_command_is_rebuilt_from_the_step_records(tmp_path):
     assert command == (f"mammo pipeline run --profile full --workdir {tmp_path} --configs 2 "
                        "--dicom '/data/hospital dicom' --cohort /data/cohort.csv "
                        "--checkpoint /models/inbreast_vgg16_512x1.h5 --checkpoint-mean 44.33")  # fmt: skip
+    # A target read from a public dataset by `mammo cohort` is given back as --target DATASET:METADATA:DICOM.
+    marker("cohort-hospital", inputs={"dataset": "vindr-mammo", "metadata": str(["/v/breast.csv", "/v/find.csv"]),
+                                      "dicom": "/v/images"})  # fmt: skip
+    marker("preprocess-hospital", inputs={"input": "/v/images", "cohort": str(tmp_path / "cohort-hospital/cohort.csv")})
+    command = provenance.pipeline_command(WorkDir(tmp_path), "full")
+    assert "--target vindr-mammo:/v/breast.csv,/v/find.csv:/v/images --checkpoint" in command
+    assert "--dicom" not in command and "--cohort" not in command
+
+
+def test_density_from_the_cohort_step_reaches_the_subgroups_and_cohort_table(tmp_path):
+    """A public dataset's cohort.csv (mammo cohort) with per-patient density 1-4: no images.csv column needed."""
+    root, _ = make_workdir(tmp_path)
+    split = pd.read_csv(root / "split-hospital" / "split.csv", dtype={"patient_id": str})
+    cohort = split[["patient_id", "age", "label"]].assign(density=[str(1 + i % 4) for i in range(len(split))])
+    (root / "cohort-hospital").mkdir()
+    cohort.to_csv(root / "cohort-hospital" / "cohort.csv", index=False)
+    (root / "cohort-hospital" / "_SUCCESS.json").write_text("{}")
+    summary = run_report(root, tmp_path / "report")
+    acr = cohort["density"].map({"1": "A", "2": "B", "3": "C", "4": "D"})
+    per_patient = dict(zip(cohort["patient_id"], acr, strict=True))
+    images = pd.read_csv(root / "preprocess-hospital" / "images.csv", dtype={"patient_id": str})
+    test = _test_split(root, "infer-ab-hospital")
+    known = test["patient_id"].isin(images["patient_id"])  # density reaches the images preprocessing kept
+    cells = {(c["attribute"], c["value"]): c["n"] for c in summary["subgroups"]["cells"]["baseline"]}
+    expected = test.loc[known, "patient_id"].map(per_patient).value_counts()
+    assert {v: n for (a, v), n in cells.items() if a == "density" and v != "unknown"} == expected.to_dict()
+    table = pd.read_csv(tmp_path / "report" / "tables" / "cohort.csv").set_index(["domain", "split"])
+    all_images = images["patient_id"].map(per_patient).value_counts()
+    assert table.loc[("hospital", "all"), "density_A"] == all_images.get("A", 0)

@@ -9,6 +9,7 @@ says it is unknown. The pipeline command is rebuilt from what the steps recorded
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 from pathlib import Path
@@ -20,6 +21,8 @@ from common.report.workdir import WorkDir
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 COMMIT_ENV = "MAMMO_GIT_COMMIT"
+# A domain read from a public dataset by `mammo cohort` (pipeline option --film/--ffdm/--target SPEC).
+DATASET_OPTIONS = {"film": "--film", "ffdm": "--ffdm", "hospital": "--target"}
 # pipeline option -> (folder whose _SUCCESS.json records it, input name there); real-data runs only.
 RECORDED_OPTIONS = (
     ("--dicom", "preprocess-hospital", "input"),
@@ -63,14 +66,34 @@ def pipeline_command(workdir: WorkDir, profile: str) -> str:
         words += ["--configs", *configs]
     if workdir.data_source() == "real":
         own_model = str(workdir.path("pretrain-ab"))
+        from_datasets = set()
+        for domain, option in DATASET_OPTIONS.items():
+            spec = _dataset_spec((workdir.marker(f"cohort-{domain}") or {}).get("inputs") or {})
+            if spec:
+                words += [option, spec]
+                from_datasets.add(f"preprocess-{domain}")
         for option, part, name in RECORDED_OPTIONS:
             value = ((workdir.marker(part) or {}).get("inputs") or {}).get(name)
-            if value and not (option == "--model" and Path(value) == Path(own_model)):
+            if value and part not in from_datasets and not (option == "--model" and Path(value) == Path(own_model)):
                 words += [option, value]
         mean = ((workdir.marker("infer-ab-hospital") or {}).get("preprocessing") or {}).get("featurewise_mean")
         if "--checkpoint" in words and mean is not None:
             words += ["--checkpoint-mean", f"{float(mean):g}"]
     return join(words)
+
+
+def _dataset_spec(inputs: dict[str, Any]) -> str | None:
+    """DATASET:METADATA[,METADATA]:DICOM from a cohort step's recorded inputs (the metadata list is recorded as
+    its Python text)."""
+    if not {"dataset", "metadata", "dicom"} <= set(inputs):
+        return None
+    metadata = inputs["metadata"]
+    if isinstance(metadata, str):
+        try:
+            metadata = ast.literal_eval(metadata)
+        except (ValueError, SyntaxError):
+            metadata = [metadata]
+    return f"{inputs['dataset']}:{','.join(str(m) for m in metadata)}:{inputs['dicom']}"
 
 
 def report_command(workdir: str, out: str, profile: str) -> str:

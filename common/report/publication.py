@@ -74,7 +74,7 @@ def _cohort(workdir: WorkDir, out: Publication) -> None:
         if split is None:
             continue
         if images is not None:
-            images = cohort_summary.density_by_image(images, workdir.table(f"synth-{name}", "cohort.csv"))
+            images = cohort_summary.density_by_image(images, _cohort_csv(workdir, name))
             density_seen |= cohort_summary.has_density(images)
         records += cohort_summary.cohort_rows(name, split, images)
         rejected += cohort_summary.rejected_rows(name, workdir.table(f"preprocess-{name}", "rejected.csv"))
@@ -113,6 +113,14 @@ def _cohort(workdir: WorkDir, out: Publication) -> None:
                                     "Reason category: the text of rejected.csv before the first colon."))  # fmt: skip
     else:
         section.blocks.append(Paragraph("Preprocessing rejected no file in any domain."))
+
+
+def _cohort_csv(workdir: WorkDir, name: str) -> pd.DataFrame | None:
+    """The domain's cohort.csv as the pipeline made it: from `mammo cohort` (public datasets) or `mammo synth`."""
+    for part in (f"cohort-{name}", f"synth-{name}"):
+        if workdir.done(part):
+            return workdir.table(part, "cohort.csv")
+    return None
 
 
 # ------------------------------------------------------------------ calibration
@@ -278,7 +286,7 @@ def _subgroups(workdir: WorkDir, scores, found, out: Publication, *, n_boot: int
     split = workdir.table(f"split-{TARGET}", "split.csv")
     images = workdir.table(f"preprocess-{TARGET}", "images.csv")
     if images is not None:
-        images = cohort_summary.density_by_image(images, workdir.table(f"synth-{TARGET}", "cohort.csv"))
+        images = cohort_summary.density_by_image(images, _cohort_csv(workdir, TARGET))
     density = images is not None and cohort_summary.has_density(images)
     strata = {} if split is None else dict(zip(split["patient_id"].astype(str), split["age_stratum"].astype(str),
                                                strict=True))  # fmt: skip
