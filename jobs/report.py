@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="pipeline work directory (infer-ab-hospital required)")
     parser.add_argument("--out", required=True, help="output folder, e.g. WORKDIR/report")
     parser.add_argument("--profile", default="demo", help="demo|ci|full or a YAML file the pipeline ran with")
+    parser.add_argument("--show-burned-in", action="store_true",
+                        help="let figures show images tagged BurnedInAnnotation YES (text in the pixels may identify "
+                             "a patient; without this flag they are never shown)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         raise UnusableInput(str(error)) from error
     with step_output("report", args.out, {"workdir": args.workdir}) as record:
-        summary = build_report(args.workdir, args.out, profile_name=args.profile, profile=profile)
+        summary = build_report(args.workdir, args.out, profile_name=args.profile, profile=profile,
+                               show_burned_in=args.show_burned_in)
         record.counts = {
             "models": len(summary["models"]),
             "figures": len(summary["figures"]),
