@@ -167,12 +167,17 @@ def gradcam_figure(model_dir: Path, images_dir: Path, scores: pd.DataFrame, thre
         "maps": [{"image_id": p["case"]["image_id"], "group": p["case"]["group"], "label": int(p["case"]["label"]),
                   "score": float(p["case"]["score"]), "shown": p["shown"], **p["stats"]} for p in panels],
     }  # fmt: skip
-    outline = ("white outline: malignant finding from lesions.csv, dashed: benign finding" if lesions is not None
-               else "no ground-truth lesion positions in the work directory (lesions.csv: synthetic data only)")
-    caption = (f"Heatmaps: {method} of {model_dir.name}, one colour scale for all panels (colour bar: positive "
-               f"contribution to the cancer log-odds per feature-map cell; transparent below {VISIBLE_FROM:.0%} of "
-               f"it, more opaque as it grows); {outline}. Breast mask: the radiomics segmentation with the pectoral "
-               "muscle kept. summary.json lists each map's maximum and its mass inside breast and lesion")
+    outline = (
+        "white outline: malignant finding from lesions.csv, dashed: benign finding"
+        if lesions is not None
+        else "no ground-truth lesion positions in the work directory (lesions.csv: synthetic data only)"
+    )
+    caption = (
+        f"Heatmaps: {method} of {model_dir.name}, one colour scale for all panels (colour bar: positive "
+        f"contribution to the cancer log-odds per feature-map cell; transparent below {VISIBLE_FROM:.0%} of "
+        f"it, more opaque as it grows); {outline}. Breast mask: the radiomics segmentation with the pectoral "
+        "muscle kept. summary.json lists each map's maximum and its mass inside breast and lesion"
+    )
     return GradcamFigure(png, caption, tuple(warnings + notes), details, _arrays(panels))
 
 
@@ -206,15 +211,21 @@ def _privacy_notes(tags: dict[str, str], policy: dict[str, str], excluded: set[s
                      "includes them.")  # fmt: skip
     if show_burned_in:
         opted = sum(tags.get(i) == "YES" for i in shown)
-        notes.append(f"Run with {burned_in.OPT_IN_FLAG}: images tagged BurnedInAnnotation YES are shown in full "
-                     f"({opted} of the panels); burned-in text may identify a patient.")
+        notes.append(
+            f"Run with {burned_in.OPT_IN_FLAG}: images tagged BurnedInAnnotation YES are shown in full "
+            f"({opted} of the panels); burned-in text may identify a patient."
+        )
     masked = sorted(i for i in shown if policy[i] == burned_in.BREAST_ONLY)
     if masked:
-        notes.append(f"{len(masked)} image(s) shown have no BurnedInAnnotation YES/NO tag: only pixels inside the "
-                     "breast mask are shown, because burned-in text outside the breast could identify a patient.")
+        notes.append(
+            f"{len(masked)} image(s) shown have no BurnedInAnnotation YES/NO tag: only pixels inside the "
+            "breast mask are shown, because burned-in text outside the breast could identify a patient."
+        )
     if unmaskable:
-        notes.append(f"{len(unmaskable)} test image(s) without a BurnedInAnnotation tag were left out: no breast "
-                     "mask could be computed to hide what lies outside the breast.")
+        notes.append(
+            f"{len(unmaskable)} test image(s) without a BurnedInAnnotation tag were left out: no breast "
+            "mask could be computed to hide what lies outside the breast."
+        )
     return notes
 
 
@@ -270,8 +281,9 @@ def _arrays(panels: list[dict]) -> bytes:
         image_id=np.array([p["case"]["image_id"] for p in panels]),
         group=np.array([p["case"]["group"] for p in panels]),
         heat=np.stack([p["heat"].astype(np.float32) for p in panels]),
-        breast=np.stack([p["breast"] if p["breast"] is not None else np.zeros(p["image"].shape, bool)
-                         for p in panels]),  # fmt: skip
+        breast=np.stack(
+            [p["breast"] if p["breast"] is not None else np.zeros(p["image"].shape, bool) for p in panels]
+        ),  # fmt: skip
         lesion=np.stack([p["malignant"] for p in panels]),
     )
     return buffer.getvalue()
