@@ -33,7 +33,7 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
                  show_burned_in: bool = False) -> dict[str, Any]:
     """Write report.html, report.md, tables/, figures/ and summary.json into `out_dir`; return the summary.
 
-    `show_burned_in`: figures may show images tagged BurnedInAnnotation YES (common.report.burned_in).
+    `show_burned_in`: figures may show images tagged BurnedInAnnotation YES (common.burned_in).
     """
     workdir = WorkDir.open(workdir_path)
     out = Path(out_dir)

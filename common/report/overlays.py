@@ -14,7 +14,7 @@ stretched to full colour by its own maximum; a map that is all zero or constant 
 where the model looks, and says so on the panel and in a report note. Each map's maximum and the share
 of its mass inside the breast and inside the ground-truth lesion (synthetic data: lesions.csv) go into
 summary.json next to that region's share of the image, and the arrays into figures/gradcam.npz.
-What of each image may be shown follows its BurnedInAnnotation tag (common.report.burned_in).
+What of each image may be shown follows its BurnedInAnnotation tag (common.burned_in).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from common import burned_in
 from common.radiomics.segmentation import segment_breast
-from common.report import burned_in
 from common.report.domain import network_spacing
 from common.report.figures import plt, png_bytes
 from common.report.ground_truth import lesion_masks

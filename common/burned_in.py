@@ -1,13 +1,14 @@
 """Burned-in annotations (text written into the pixels: names, birth dates, accession numbers).
 
 DICOM's BurnedInAnnotation (0028,0301), carried by preprocess into images.csv as YES, NO or UNKNOWN, decides
-what a report figure may show of an image:
+what a figure (the report's Grad-CAM panels, the radiomics step's mask overlays) may show of an image:
 - YES: nothing, unless the user opts in (`mammo report --show-burned-in`) - the text could identify a person;
 - UNKNOWN (tag absent or another value, or an images.csv from before the column existed): only the pixels
   inside the breast mask; text sits on the film or detector outside the breast, and the breast is what a
   reader needs to judge a heatmap;
 - NO: the whole image.
-The report states which rule hid what, so a reader knows why an image is missing or masked.
+The report states which rule hid what, so a reader knows why an image is missing or masked. The radiomics
+overlays (`mammo radiomics --save-masks`) have no opt-in: a YES image gets none.
 """
 
 from __future__ import annotations
