@@ -14,7 +14,8 @@ stored bits, with or without a VOI window, so the conversion to that convention 
    photometric interpretation (INVERSE with MONOCHROME1), so inverting once covers both.
 
 Only matching data leaves this module: PatientID (to find the patient in the cohort), PatientAge,
-laterality, view and pixel spacing. Names, dates, accession numbers and institutions are never copied.
+laterality, view, pixel spacing and BurnedInAnnotation (whether text such as a name is written into the
+pixels: figures must not show such an image). Names, dates, accession numbers and institutions are never copied.
 pydicom's reading-validation warnings are switched off because they would echo raw header values
 (possibly a name or birth date) into logs.
 """
@@ -73,6 +74,7 @@ class DicomImage:
     photometric: str
     bits_stored: int
     voi_applied: bool
+    burned_in_annotation: str = "UNKNOWN"  # YES or NO as the file states it; UNKNOWN when absent or other
 
     @property
     def patient_id_candidates(self) -> tuple[str, ...]:
@@ -110,6 +112,7 @@ def read_dicom(path: str | Path, *, name_hint: str | None = None, with_pixels: b
         photometric=str(ds.PhotometricInterpretation),
         bits_stored=int(ds.BitsStored),
         voi_applied=voi_applied,
+        burned_in_annotation=burned_in_annotation(ds),
     )
 
 
@@ -125,6 +128,12 @@ def _read_dataset(path: Path) -> pydicom.Dataset:
     if len(ds) == 0:
         raise DicomError("truncated or corrupt DICOM file (no data element could be read)")
     return ds
+
+
+def burned_in_annotation(ds: pydicom.Dataset) -> str:
+    """YES, NO, or UNKNOWN: an absent tag or a value outside the standard's two is not a promise of clean pixels."""
+    value = _tag_text(ds, "BurnedInAnnotation")
+    return value if value in ("YES", "NO") else "UNKNOWN"
 
 
 def cbis_patient_id(text: str) -> str | None:

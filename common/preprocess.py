@@ -11,7 +11,8 @@ first in path order is kept and the second is rejected.
 
 Outputs (docs/contracts.md): images/<image_id>.png at the profile size, hires/<image_id>.png at the
 profile's radiomics.target_spacing_mm, images.csv, rejected.csv. images.csv also carries `age` (cohort age,
-or DICOM PatientAge when the cohort leaves it empty).
+or DICOM PatientAge when the cohort leaves it empty) and `burned_in_annotation` (YES, NO or UNKNOWN: the
+report never shows a YES image, and only the breast of an UNKNOWN one).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ THUMBNAIL_ROWS = 256
 BORDER_FRACTION = 0.03
 IMAGE_COLUMNS = [
     "image_id", "patient_id", "laterality", "view", "label", "source_file", "original_height", "original_width",
-    "pixel_spacing_mm", "hires_spacing_mm", "flipped", "four_views", "age",
+    "pixel_spacing_mm", "hires_spacing_mm", "flipped", "four_views", "age", "burned_in_annotation",
 ]
 REJECTED_COLUMNS = ["file", "reason"]
 # PNG encoding is the largest cost per image after decoding. OpenCV's default is zlib's run-length strategy
@@ -339,6 +340,7 @@ def _convert(key: str, path: Path, relative: str, settings: Settings) -> dict[st
         "hires_spacing_mm": settings.target_spacing_mm,
         "flipped": bool(flipped),
         "dicom_age": np.nan if image.age_years is None else image.age_years,
+        "burned_in_annotation": image.burned_in_annotation,
     }
 
 

@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--profile", default="demo", help="demo, ci, full or a profile YAML file (section radiomics)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    parser.add_argument("--save-masks", action="store_true", help="write masks/<image_id>.png overlays for the report")
+    parser.add_argument("--save-masks", action="store_true",
+                        help="write masks/<image_id>.png overlays for the report (none for BurnedInAnnotation YES "
+                             "images, only the breast for untagged ones)")
 
 
 def _read_csv(folder: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:

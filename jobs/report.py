@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="pipeline work directory (infer-ab-hospital required)")
     parser.add_argument("--out", required=True, help="output folder, e.g. WORKDIR/report")
     parser.add_argument("--profile", default="demo", help="demo|ci|full or a YAML file the pipeline ran with")
+    parser.add_argument("--show-burned-in", action="store_true",
+                        help="let figures show images tagged BurnedInAnnotation YES (text in the pixels may identify "
+                             "a patient; without this flag they are never shown)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         raise UnusableInput(str(error)) from error
     with step_output("report", args.out, {"workdir": args.workdir}) as record:
         command = provenance.report_command(args.workdir, args.out, args.profile)
-        summary = build_report(args.workdir, args.out, profile_name=args.profile, profile=profile, command=command)
+        summary = build_report(args.workdir, args.out, profile_name=args.profile, profile=profile, command=command,
+                               show_burned_in=args.show_burned_in)
         record.counts = {
             "models": len(summary["models"]),
             "figures": len(summary["figures"]),

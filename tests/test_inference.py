@@ -15,7 +15,7 @@ from test_checkpoint import random_model
 from test_training import HEIGHT, WIDTH, mammo, write_cohort, write_profile
 
 from common.data import Preprocessing, load_cohort
-from common.gradcam import gradcam, gradcam_raw
+from common.gradcam import DEFAULT_LAYER, gradcam, gradcam_maps, gradcam_raw
 from common.inference import predict_scores
 from common.metrics import roc_auc
 from common.model import load_model
@@ -140,6 +140,27 @@ def test_gradcam_points_at_the_blob(trained):
         near.append(np.hypot(cy - hy, cx - hx) <= 24)
         hotter.append(h[max(cy - 8, 0) : cy + 8, max(cx - 8, 0) : cx + 8].mean() > 1.5 * h.mean())
     assert np.mean(near) >= 0.75 and np.mean(hotter) >= 0.75, (near, hotter)
+
+
+def test_gradcam_mass_concentrates_on_the_region_the_decision_depends_on(trained):
+    """The trained model's decision depends on one known region (the blob: negatives have none). At the layer
+    the report uses, every positive image's map is non-zero and its mass per unit area inside that region is a
+    clear multiple of the mass per unit area outside it (a uniform map scores 1)."""
+    images_dir, split_dir, model_dir, _ = trained
+    frame = load_cohort(images_dir, split_dir).frame
+    positives = frame[frame["label"] == 1].iloc[:12]
+    prep = Preprocessing.read(model_dir)
+    x = reference_inputs(positives["path"], prep.featurewise_mean)
+    maps = gradcam_maps(load_model(model_dir / "model.keras"), x, DEFAULT_LAYER)
+    assert maps.shape == x.shape[:3] and maps.min() >= 0
+    yy, xx = np.mgrid[: x.shape[1], : x.shape[2]]
+    ratios = []
+    for image, heat in zip(x[..., 0], maps, strict=True):
+        cy, cx = np.unravel_index(np.argmax(cv2.GaussianBlur(image, (0, 0), 5)), image.shape)
+        region = (yy - cy) ** 2 + (xx - cx) ** 2 <= 16**2  # the blob: radius 8-13 px Gaussian
+        assert heat.max() > 0
+        ratios.append(heat[region].mean() / heat[~region].mean())
+    assert np.median(ratios) >= 4 and min(ratios) >= 2, np.round(ratios, 2)
 
 
 def test_baseline_infer_refuses_a_model_folder_without_success(tmp_path):

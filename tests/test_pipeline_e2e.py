@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common import pipeline
@@ -46,6 +47,24 @@ def test_ci_pipeline_writes_every_table9_row(ci_run):
     html = (workdir / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="figures/' not in html
     assert str(workdir / "report" / "report.html") in stdout
+
+
+@pytest.mark.slow
+def test_ci_report_gradcam_maps_are_not_degenerate(ci_run):
+    """The arrays the Grad-CAM figure draws (figures/gradcam.npz) are non-zero, non-constant maps of the
+    fine-tuned model, and summary.json's per-map numbers are theirs (mean-gradient Grad-CAM gave 7 of 9 zero)."""
+    workdir, _, _ = ci_run
+    report = workdir / "report"
+    cam = json.loads((report / "summary.json").read_text())["gradcam"]
+    arrays = np.load(report / "figures" / "gradcam.npz")
+    assert cam["model_folder"] == "finetune2-stage2" and cam["degenerate_maps"] == 0 and cam["lesions_known"]
+    assert list(arrays["image_id"]) == [m["image_id"] for m in cam["maps"]] and len(cam["maps"]) == 9
+    for entry, heat, breast in zip(cam["maps"], arrays["heat"], arrays["breast"], strict=True):
+        assert heat.max() > 0 and np.ptp(heat) > 1e-3 * heat.max(), entry["image_id"]
+        assert entry["degenerate"] is None and entry["max"] == pytest.approx(float(heat.max()), rel=1e-6)
+        assert entry["shown"] == "full image"  # synthetic hospital DICOMs say BurnedInAnnotation NO
+        assert entry["breast_mass_fraction"] == pytest.approx(heat[breast].sum() / heat.sum(), rel=1e-5)
+    assert "is degenerate" not in (report / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -255,6 +255,21 @@ def test_cohort_rules_duplicates_age_fallback_and_spacing(tmp_path, mg_dicom, br
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i}.png" for i in images.index]
 
 
+def test_burned_in_annotation_tag_is_carried_into_images_csv(tmp_path, mg_dicom):
+    """YES and NO as the file states them (any case, padded); absent or another value is UNKNOWN, never NO."""
+    data = tmp_path / "in"
+    tags = {"LCC": "YES", "RCC": "no ", "LMLO": None, "RMLO": "MAYBE"}
+    for key, value in tags.items():
+        mg_dicom(data / f"{key}.dcm", PatientID="B1", ImageLaterality=key[0], ViewPosition=key[1:],
+                 BurnedInAnnotation=value)
+    cohort = tmp_path / "cohort.csv"
+    cohort.write_text(COHORT_HEADER + "B1,50,0,,\n")
+    preprocess_folder(data, cohort, tmp_path / "out", "ci", workers=1)
+    images = pd.read_csv(tmp_path / "out" / "images.csv", keep_default_na=False).set_index("image_id")
+    assert images["burned_in_annotation"].to_dict() == {
+        "B1_L_CC": "YES", "B1_R_CC": "NO", "B1_L_MLO": "UNKNOWN", "B1_R_MLO": "UNKNOWN"}
+
+
 def test_orientation_ignores_burned_in_labels_and_scanner_borders(breast_image):
     image = breast_image(400, 320, seed=3, reach=0.5) * 0.6  # a faint breast against the left edge
     image[50:350, 200:300] = 1.0  # a large, saturated burned-in label on the empty side

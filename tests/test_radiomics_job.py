@@ -18,6 +18,8 @@ from jobs.cli import main
 SPACING = 0.8  # mm per pixel of the fixture hires images
 N_PAIRS = 14
 SPLITS = ["train"] * 9 + ["validation"] * 2 + ["test"] * 3
+BURNED_IN = {"P00c_L_CC": "YES", "P00n_L_CC": "NO"}  # every other image: tag absent (UNKNOWN)
+LABEL = (slice(5, 12), slice(78, 90))  # where breast_png burns its label, outside the breast
 
 
 def breast_png(path: Path, view: str, dense: bool, seed: int) -> None:
@@ -31,7 +33,7 @@ def breast_png(path: Path, view: str, dense: bool, seed: int) -> None:
         image[(xx - 25) ** 2 + (yy - 60) ** 2 <= 15**2] += 6000
     if view == "MLO":
         image[(xx / 20.0 + yy / 40.0 < 1)] += 9000
-    image[5:12, 78:90] = 50000  # burned-in label
+    image[LABEL] = 50000  # burned-in label
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), np.clip(image, 0, 65535).astype(np.uint16))
 
@@ -54,7 +56,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
                     positive = int(label == 1 and lat == "L")
                     images.append({"image_id": image_id, "patient_id": pid, "laterality": lat, "view": view,
                                    "label": positive, "pixel_spacing_mm": 0.05, "hires_spacing_mm": SPACING,
-                                   "original_height": 1920, "original_width": 1536})  # fmt: skip
+                                   "original_height": 1920, "original_width": 1536,
+                                   "burned_in_annotation": BURNED_IN.get(image_id, "")})  # fmt: skip
                     breast_png(root / "pre" / "hires" / f"{image_id}.png", view, bool(positive), seed=len(images))
                     score = float(np.clip(0.3 + 0.4 * positive + rng.normal(0, 0.1), 0, 1))
                     scores.append({"image_id": image_id, "patient_id": pid, "split": split[-1]["split"],
@@ -128,11 +131,16 @@ def test_patient_metrics_and_selected_hyperparameters(run_output):
     np.testing.assert_allclose(again, scores["score"], rtol=1e-9)
 
 
-def test_masks_are_written_for_the_report(run_output):
-    masks = sorted((run_output / "masks").glob("*.png"))
-    assert len(masks) == 4 * 2 * N_PAIRS - 2
-    picture = cv2.imread(str(masks[0]), cv2.IMREAD_COLOR)
-    assert picture is not None and picture.shape[2] == 3
+def test_masks_are_written_for_the_report_and_follow_burned_in_annotation(run_output):
+    """No overlay of a BurnedInAnnotation YES image; an untagged image's burned-in label is black in its
+    overlay, while a NO image shows everything (the label is bright there)."""
+    masks = {path.stem: path for path in (run_output / "masks").glob("*.png")}
+    assert len(masks) == 4 * 2 * N_PAIRS - 2 - 1 and "P00c_L_CC" not in masks
+    for image_id, path in masks.items():
+        picture = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        assert picture is not None and picture.shape == (120, 96, 3)
+        label = int(picture[LABEL].max())
+        assert label > 200 if image_id == "P00n_L_CC" else label == 0, image_id
 
 
 def test_refuses_unfinished_inputs(folders, tmp_path, capsys):

@@ -236,24 +236,28 @@ def test_gradcam_overlays_come_from_the_model_code(tmp_path, monkeypatch):
     build_end2end(Architecture(160, 128, (2, 2, 2, 2, 2), 4), dropout=0.0, weight_decay=0.0).save(
         root / "finetune2-stage2" / "model.keras")
     Preprocessing(featurewise_mean=40.0, height=160, width=128, source="test").write(root / "finetune2-stage2")
-    for image_id in pd.read_csv(root / "finetune2-stage2" / "scores.csv").query("split == 'test'")["image_id"]:
+    test = pd.read_csv(root / "finetune2-stage2" / "scores.csv").query("split == 'test'")
+    for image_id in test["image_id"]:
         breast_png(root / "preprocess-hospital" / "images" / f"{image_id}.png", 0, 0.6, shape=(160, 128))
-    batches, original = [], gradcam.gradcam
+    test.assign(pixel_spacing_mm=0.5, original_height=160, original_width=128, flipped=False,
+                burned_in_annotation="NO").to_csv(root / "preprocess-hospital" / "images.csv", index=False)
+    batches, original = [], gradcam.gradcam_maps
 
     def spy(model, images):
         batches.append(images.shape)
         return original(model, images)
 
-    monkeypatch.setattr(gradcam, "gradcam", spy)
+    monkeypatch.setattr(gradcam, "gradcam_maps", spy)
     summary = run_report(root, tmp_path / "report")
     assert "gradcam" in summary["figures"], summary["figures_skipped"]
     assert batches == [(9, 160, 128, 3)]  # highest, lowest and nearest-threshold 3 test images, as model input
 
     monkeypatch.setattr(overlays, "GRADCAM_MODULE", "common.no_such_gradcam")
     scores = pd.read_csv(root / "finetune2-stage2" / "scores.csv")
-    png, reason = overlays.gradcam_figure(root / "finetune2-stage2", root / "preprocess-hospital" / "images",
-                                          scores, 0.5, "Config 2")  # fmt: skip
-    assert png is None and reason == "Grad-CAM skipped: common.no_such_gradcam is not available in this build"
+    cam = overlays.gradcam_figure(root / "finetune2-stage2", root / "preprocess-hospital" / "images",
+                                  scores, 0.5, "Config 2",
+                                  images=pd.read_csv(root / "preprocess-hospital" / "images.csv"))  # fmt: skip
+    assert cam.png is None and cam.caption == "Grad-CAM skipped: common.no_such_gradcam is not available in this build"
 
 
 def test_without_the_baseline_the_report_refuses(tmp_path, capsys):

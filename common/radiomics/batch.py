@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from common import burned_in
 from common.artifacts import atomic_write_bytes, one_line
 from common.radiomics.density import dense_tissue
 from common.radiomics.features import FEATURE_NAMES, extract_features
@@ -39,6 +40,7 @@ class ImageTask:
     overlay_path: Path | None
     spacing_mm: float | None = None  # known pixel spacing, or
     width_mm: float | None = None  # the image's physical width, when its spacing follows from its size
+    breast_only: bool = False  # the overlay shows nothing outside the breast (BurnedInAnnotation not NO)
 
     def spacing_for(self, image: np.ndarray) -> float:
         if self.spacing_mm is not None:
@@ -49,21 +51,25 @@ class ImageTask:
 
 
 def plan(images: pd.DataFrame, folder: Path, masks_dir: Path | None) -> list[ImageTask]:
-    """One task per images.csv row, preferring the high-resolution copy."""
-    tasks = []
+    """One task per images.csv row, preferring the high-resolution copy; overlays follow common.burned_in."""
+    tasks, tags = [], burned_in.tags(images)
     for row in images.itertuples(index=False):
         hires = folder / "hires" / f"{row.image_id}.png"
-        overlay_path = masks_dir / f"{row.image_id}.png" if masks_dir else None
+        shown = burned_in.display(tags.get(row.image_id, "UNKNOWN"), show_burned_in=False)
+        overlay_path = masks_dir / f"{row.image_id}.png" if masks_dir and shown != burned_in.WITHHELD else None
+        breast_only = shown == burned_in.BREAST_ONLY
         if hires.is_file() and _positive(getattr(row, "hires_spacing_mm", None)):
             spacing = float(row.hires_spacing_mm)
-            tasks.append(ImageTask(row.image_id, row.view, hires, "hires", overlay_path, spacing_mm=spacing))
+            tasks.append(ImageTask(row.image_id, row.view, hires, "hires", overlay_path, spacing_mm=spacing,
+                                   breast_only=breast_only))  # fmt: skip
             continue
         network = folder / "images" / f"{row.image_id}.png"
         original = getattr(row, "pixel_spacing_mm", None)
         original = float(original) if _positive(original) else ASSUMED_SPACING_MM
         width = getattr(row, "original_width", None)
         width_mm = float(width) * original if _positive(width) else None
-        tasks.append(ImageTask(row.image_id, row.view, network, "network", overlay_path, width_mm=width_mm))
+        tasks.append(ImageTask(row.image_id, row.view, network, "network", overlay_path, width_mm=width_mm,
+                               breast_only=breast_only))  # fmt: skip
     return tasks
 
 
@@ -89,7 +95,8 @@ def image_features(task: ImageTask) -> dict[str, Any]:
             bad = next(k for k, v in features.items() if not np.isfinite(v))
             return {"image_id": task.image_id, "reason": f"feature {bad} is not finite"}
         if task.overlay_path is not None:
-            picture = overlay(image, segmentation.breast, dense_tissue(image, segmentation.breast, spacing))
+            shown = np.where(segmentation.breast, image, 0) if task.breast_only else image
+            picture = overlay(shown, segmentation.breast, dense_tissue(image, segmentation.breast, spacing))
             ok, encoded = cv2.imencode(".png", picture)
             if ok:
                 atomic_write_bytes(task.overlay_path, encoded.tobytes())

@@ -39,9 +39,12 @@ PUBLICATION_PLACES = (
 
 
 def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name: str, profile: dict,
-                 command: str | None = None) -> dict[str, Any]:  # fmt: skip
+                 command: str | None = None, show_burned_in: bool = False) -> dict[str, Any]:  # fmt: skip
     """Write report.html, report.md, tables/, figures/ (PNG and SVG) and summary.json into `out_dir`; return the
-    summary. `command` is the exact command that made this report (default: the equivalent `mammo report`)."""
+    summary. `command` is the exact command that made this report (default: the equivalent `mammo report`).
+
+    `show_burned_in`: figures may show images tagged BurnedInAnnotation YES (common.burned_in).
+    """
     workdir = WorkDir.open(workdir_path)
     out = Path(out_dir)
     n_boot, seed = int(profile["metrics"]["bootstrap"]), int(profile["metrics"]["seed"])
@@ -50,7 +53,7 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
     changes = tables.relative_changes(found)
     tests = tables.paired_tests(found, workdir)
     patient = tables.patient_level_view(found, workdir, n_boot=n_boot, seed=seed)
-    made, skipped, domain_features = _figures(workdir, found, n_boot=n_boot, seed=seed)
+    made, skipped, domain_features = _figures(workdir, found, n_boot=n_boot, seed=seed, show_burned_in=show_burned_in)
     extra = publication.build(workdir, found, n_boot=n_boot, seed=seed)
     parts = pd.DataFrame(workdir.parts(), columns=["part", "status"])
 
@@ -78,6 +81,8 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
         atomic_write_bytes(out / "figures" / f"{figure.name}.png", figure.png)
         if figure.svg is not None:
             atomic_write_bytes(out / "figures" / f"{figure.name}.svg", figure.svg)
+        if figure.arrays is not None:
+            atomic_write_bytes(out / "figures" / f"{figure.name}.npz", figure.arrays)
     atomic_write_text(out / "report.md", render.to_markdown(TITLE, subtitle, sections))
     summary = {**_summary(context, found, changes, tests, patient, workdir, made, skipped), **extra.summary}
     atomic_write_text(out / "summary.json", json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
@@ -101,7 +106,7 @@ def _context(workdir: WorkDir, profile_name: str, profile: dict) -> dict[str, An
     }
 
 
-def _figures(workdir: WorkDir, found: dict, *, n_boot: int, seed: int):
+def _figures(workdir: WorkDir, found: dict, *, n_boot: int, seed: int, show_burned_in: bool = False):
     made: dict[str, Figure] = {}
     skipped: dict[str, str] = {}
 
@@ -160,10 +165,13 @@ def _figures(workdir: WorkDir, found: dict, *, n_boot: int, seed: int):
     add("confusion_matrices", "Confusion matrices on the test split at the validation thresholds (Table 9 models)",
         "Rows: true class; columns: predicted class.", figures.confusion_figure(rows))
 
-    png, reason = _gradcam(workdir, found, scores)
-    add("gradcam", "Grad-CAM overlays of the most and least confident test images",
-        "Rows: highest scores, lowest scores, scores closest to the frozen validation threshold; "
-        f"{reason}.", png, reason)
+    cam = _gradcam(workdir, found, scores, show_burned_in)
+    if cam.png is None:
+        skipped["gradcam"] = cam.caption
+    else:
+        made["gradcam"] = Figure("gradcam", "Grad-CAM overlays of the most and least confident test images",
+                                 "Rows: highest scores, lowest scores, scores closest to the frozen validation "
+                                 f"threshold. {cam.caption}.", cam.png, cam.warnings, cam.details, cam.arrays)
 
     png, domain_features, notes = domain.domain_shift_figure(workdir)
     add("domain_shift", "Domain shift: source vs target network inputs",
@@ -187,19 +195,23 @@ def _patient_curve(key: str, scores: pd.DataFrame, level: str):
     return split_curve(f"{ROW[key].model} ({tables.PATIENT_RULE})", collapsed, "patient")
 
 
-def _gradcam(workdir: WorkDir, found: dict, scores: dict) -> tuple[bytes | None, str]:
+def _gradcam(workdir: WorkDir, found: dict, scores: dict, show_burned_in: bool) -> overlays.GradcamFigure:
     key = next((k for k in GRADCAM_ORDER if k in scores and found[k]["level"] == "image"), None)
     if key is None:
-        return None, "Grad-CAM skipped: no image-level model scores"
+        return overlays.GradcamFigure(None, "Grad-CAM skipped: no image-level model scores")
     # The baseline's model lives in pretrain-ab when pretrained here, else beside its scores.
     candidates = (ROW[key].folder,) if key != "baseline" else ("pretrain-ab", ROW[key].folder)
     model_part = next((p for p in candidates if workdir.done(p) and (workdir.path(p) / "model.keras").is_file()), None)
     if model_part is None:
-        return None, f"Grad-CAM skipped: no finished model folder with model.keras at {' or '.join(candidates)}"
+        return overlays.GradcamFigure(
+            None, f"Grad-CAM skipped: no finished model folder with model.keras at {' or '.join(candidates)}")
     if not workdir.done("preprocess-hospital"):
-        return None, "Grad-CAM skipped: preprocess-hospital is not in the work directory"
+        return overlays.GradcamFigure(None, "Grad-CAM skipped: preprocess-hospital is not in the work directory")
     return overlays.gradcam_figure(workdir.path(model_part), workdir.path("preprocess-hospital") / "images",
-                                   scores[key], float(found[key]["threshold"]), ROW[key].model)  # fmt: skip
+                                   scores[key], float(found[key]["threshold"]), ROW[key].model,
+                                   images=workdir.table("preprocess-hospital", "images.csv"),
+                                   lesions=workdir.table("synth-hospital", "lesions.csv"),
+                                   show_burned_in=show_burned_in)  # fmt: skip
 
 
 def _sections(context, thesis, changes, tests, patient, made, skipped, parts, workdir, profile) -> list[Section]:
@@ -325,6 +337,7 @@ def _summary(context, found, changes, tests, patient, workdir, made, skipped) ->
         "patient_level": patient.to_dict(orient="records"),
         "figures": sorted(made),
         "figures_skipped": skipped,
+        "gradcam": made["gradcam"].details if "gradcam" in made else None,
     }
 
 
@@ -419,6 +432,7 @@ def _title(name: str) -> str:
 def _add_figure(section: Section, made: dict[str, Figure], name: str) -> None:
     if name in made:
         section.blocks.append(made[name])
+        section.blocks.extend(Note(warning) for warning in made[name].warnings)
 
 
 def _plain(value: Any) -> Any:

@@ -67,7 +67,7 @@ def _sample(workdir: WorkDir, domain: str, index: pd.DataFrame, count: int, *, f
             continue
         scaled = image.astype(np.float64) / np.iinfo(image.dtype).max
         try:
-            mask = segment_breast(scaled, row["view"], _network_spacing(row, image.shape[1])).breast
+            mask = segment_breast(scaled, row["view"], network_spacing(row, image.shape[1])).breast
             values = scaled[mask]
             measured = {**histogram_features(values), **glcm_features(scaled, mask)} if features else {}
         except ValueError:  # no breast found or a flat region: leave the image out of the panel
@@ -146,7 +146,7 @@ def target_features_figure(features: pd.DataFrame, images: pd.DataFrame | None) 
     return png_bytes(fig)
 
 
-def _network_spacing(row: pd.Series, width: int) -> float:
+def network_spacing(row: pd.Series, width: int) -> float:
     """Pixel spacing of the resized network input; 0.1 mm x the resize factor when the source had none."""
     original = pd.to_numeric(pd.Series([row.get("pixel_spacing_mm"), row.get("original_width")]), errors="coerce")
     spacing = original[0] if original.notna()[0] and original[0] > 0 else 0.1

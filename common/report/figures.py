@@ -45,6 +45,9 @@ class Figure:
     title: str
     caption: str
     png: bytes
+    warnings: tuple[str, ...] = ()  # shown as notes right below the figure
+    details: dict | None = None  # what summary.json records about the figure
+    arrays: bytes | None = None  # npz of the arrays drawn, written beside the PNG
 
     @property
     def svg(self) -> bytes | None:
