@@ -1,8 +1,15 @@
 """Whole pipeline: wall time of a `mammo pipeline run` by task and step, and a projection for the thesis cohort.
 
-The breakdown reads <workdir>/timings.json (wall seconds per task, written by the local runner) and each
+The breakdown reads <workdir>/timings.json (wall seconds per task, written by the local runner),
+cpu_seconds.json (core-seconds per task: user + system time of the task and its worker processes) and each
 task's _SUCCESS.json (seconds inside the step body); the difference is the cost of starting a `mammo`
 process (interpreter, TensorFlow import, model loading). --run first runs the demo into --workdir.
+
+Machine-independent cost: the TF float32 matmul peak is measured before and after the run (their mean is
+the run's reference), and the wall time is stated in units of it: wall seconds x peak GFLOP/s = the
+TFLOP the machine could have done at its peak in that time ("peak-TFLOP"). A machine twice as fast, or
+half as loaded, shows half the wall time and the same peak-TFLOP; without --run the peak is measured
+now, after the run, which is only a same-run figure when the machine's load has not changed.
 
 The projection is for the thesis' real-data run (the `real` mode of common.pipeline with a published
 checkpoint, full profile) on its 1,528-image cohort with one GPU: GPU work from FLOPs counted on the
@@ -28,6 +35,7 @@ GPU_NAME = "NVIDIA V100"
 GPU_TFLOPS = 14.0  # V100 float32 peak (SXM2 15.7, PCIe 14); the figure assumed
 GPU_UTILISATION = 0.5  # sustained fraction of peak for VGG16-size convolutions in float32
 GPU_MEMORY_GIB = 16.0
+MATMUL_SIZE = 2048
 
 
 def main() -> int:
@@ -43,6 +51,8 @@ def main() -> int:
     args = p.parse_args()
     started = _common.machine()
 
+    repeats = 2 if args.quick else 3
+    peaks = [_common.matmul_peak(MATMUL_SIZE, repeats)] if args.run else []
     run_seconds = None
     if args.run:
         command = [sys.executable, "-m", "jobs.cli", "pipeline", "run", "--profile", args.profile,
@@ -52,6 +62,8 @@ def main() -> int:
             print(f"pipeline_walltime: `{' '.join(command[2:])}` failed; breakdown of what finished follows",
                   file=sys.stderr)
         run_seconds = time.perf_counter() - began
+    peaks.append(_common.matmul_peak(MATMUL_SIZE, repeats))
+    peak = sum(p["tensorflow_gflops"] for p in peaks) / len(peaks)
     breakdown = read_run(args.workdir)
     if breakdown is None:
         print(f"no {args.workdir}/timings.json: run `mammo pipeline run --profile demo --workdir {args.workdir}` "
@@ -59,8 +71,12 @@ def main() -> int:
     else:
         breakdown["measured_wall_s"] = run_seconds
         _common.table(f"pipeline run in {args.workdir}: wall seconds by task", breakdown["tasks"],
-                      ["task", "step", "wall_s", "step_body_s", "startup_s", "share"])
-        _common.table("by step", breakdown["steps"], ["step", "tasks", "wall_s", "startup_s", "share"])
+                      ["task", "step", "wall_s", "core_s", "step_body_s", "startup_s", "share"])
+        _common.table("by step", breakdown["steps"], ["step", "tasks", "wall_s", "core_s", "startup_s", "share"])
+        wall = breakdown["total_wall_s"]
+        print(f"pipeline wall time {wall:.0f} s = {wall / 60:.1f} min, {breakdown['total_core_s']:.0f} core-seconds; "
+              f"TF float32 matmul peak {peak:.0f} GFLOP/s ({'before/after the run' if args.run else 'measured now'})"
+              f" -> {wall * peak / 1000:.0f} peak-TFLOP\n")
 
     projection = project(args.images, args.gpu_tflops * 1e12 * args.gpu_utilisation, args.results)
     _common.table(
@@ -70,8 +86,13 @@ def main() -> int:
     )
     print(f"projected total: {projection['total_hours']:.1f} h "
           f"(GPU {projection['gpu_hours']:.1f} h, CPU steps {projection['cpu_hours']:.1f} h)\n")
+    wall = None if breakdown is None else breakdown["total_wall_s"]
     summary = {
-        "demo_wall_s": None if breakdown is None else breakdown["total_wall_s"],
+        "demo_wall_s": wall,
+        "demo_core_s": None if breakdown is None else breakdown["total_core_s"],
+        "tf_matmul_peak_gflops": peak,
+        "peak_measured": "before and after the run" if args.run else "after the run, when this script ran",
+        "demo_wall_peak_tflop": None if wall is None else wall * peak / 1000,
         "demo_startup_share": None if breakdown is None else
         sum(r["startup_s"] or 0.0 for r in breakdown["tasks"]) / breakdown["total_wall_s"],
         "projected_gpu_hours": projection["gpu_hours"],
@@ -80,7 +101,7 @@ def main() -> int:
     }
     _common.write_result(
         NAME, args.results, args.quick, started, summary=summary,
-        workdir=str(args.workdir), breakdown=breakdown,
+        workdir=str(args.workdir), breakdown=breakdown, matmul_peak=peaks,
         assumptions={"gpu": GPU_NAME, "gpu_tflops_fp32": args.gpu_tflops, "gpu_utilisation": args.gpu_utilisation,
                      "gpu_memory_gib": GPU_MEMORY_GIB, "images": args.images,
                      "epochs": "profile maximum (early stopping stops earlier)",
@@ -96,6 +117,8 @@ def read_run(workdir: Path) -> dict | None:
     if not timings_path.is_file():
         return None
     timings = json.loads(timings_path.read_text())
+    cpu_path = workdir / "cpu_seconds.json"
+    cpu = json.loads(cpu_path.read_text()) if cpu_path.is_file() else {}
     total = sum(timings.values()) or 1.0
     tasks = []
     for task, wall in timings.items():
@@ -106,6 +129,7 @@ def read_run(workdir: Path) -> dict | None:
             "task": task,
             "step": success.get("step", "?"),
             "wall_s": float(wall),
+            "core_s": cpu.get(task),
             "step_body_s": body,
             "startup_s": None if body is None else max(0.0, float(wall) - float(body)),
             "share": float(wall) / total,
@@ -113,13 +137,15 @@ def read_run(workdir: Path) -> dict | None:
         })
     steps: dict[str, dict] = {}
     for row in tasks:
-        entry = steps.setdefault(row["step"], {"step": row["step"], "tasks": 0, "wall_s": 0.0, "startup_s": 0.0})
+        entry = steps.setdefault(row["step"], {"step": row["step"], "tasks": 0, "wall_s": 0.0, "core_s": 0.0,
+                                               "startup_s": 0.0})
         entry["tasks"] += 1
         entry["wall_s"] += row["wall_s"]
+        entry["core_s"] += row["core_s"] or 0.0
         entry["startup_s"] += row["startup_s"] or 0.0
     for entry in steps.values():
         entry["share"] = entry["wall_s"] / total
-    return {"total_wall_s": total, "tasks": tasks,
+    return {"total_wall_s": total, "total_core_s": sum(row["core_s"] or 0.0 for row in tasks), "tasks": tasks,
             "steps": sorted(steps.values(), key=lambda e: e["wall_s"], reverse=True)}
 
 

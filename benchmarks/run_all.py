@@ -22,6 +22,7 @@ SCRIPTS = (
     "inference_flops",
     "training_throughput",
     "training_memory",
+    "onednn_variation",
     "pipeline_walltime",
 )
 

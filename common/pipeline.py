@@ -32,6 +32,8 @@ TARGET = "hospital"
 FINETUNE_CONFIGS = (1, 2)
 # Deterministic synthetic cohorts: one fixed seed per domain, so reruns reproduce the same data.
 SYNTH_SEEDS = {"film": 11, "ffdm": 23, "hospital": 37}
+# `pipeline run --seed S` moves every domain's seed by S steps of this size: other women, same recipe.
+SEED_STRIDE = 1000
 # Thesis: the published INbreast checkpoints were trained with this featurewise mean.
 DEFAULT_CHECKPOINT_MEAN = "44.33"
 
@@ -168,10 +170,12 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
       checkpoint (+ checkpoint_mean)         a published End2End HDF5 checkpoint as the baseline
       model                                  a model folder as the baseline (instead of a checkpoint)
       finetune_configs                       which stage-1 configurations to run, default (1, 2)
+      seed                                   synthetic mode: draw other cohorts (0, the default, is the README's)
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     params = dict(params or {})
+    cohort_seed = int(params.pop("seed", 0) or 0)
     configs = tuple(int(c) for c in params.pop("finetune_configs", FINETUNE_CONFIGS))
     if not configs or set(configs) - set(FINETUNE_CONFIGS):
         raise ValueError(f"finetune_configs must be a non-empty subset of {FINETUNE_CONFIGS}, got {configs}")
@@ -185,7 +189,7 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
         for domain in domains:
             plan.append(_task(f"synth-{domain}", "synth", p, bound,
                               ("--domain", domain), ("--patients", ProfileValue(f"synth.patients.{domain}")),
-                              ("--seed", str(SYNTH_SEEDS[domain]))))
+                              ("--seed", str(SYNTH_SEEDS[domain] + SEED_STRIDE * cohort_seed))))
         data = {d: (Out(f"synth-{d}", "dicom"), Out(f"synth-{d}", "cohort.csv")) for d in domains}
     else:
         if f"{TARGET}_dicom" not in bound or not {f"{TARGET}_cohort", f"{TARGET}_dataset"} & set(bound):

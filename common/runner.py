@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from common.artifacts import SUCCESS, atomic_write_json
 from common.pipeline import Task
 
 Echo = Callable[[str], None]
+CPU_SECONDS = "cpu_seconds.json"  # core-seconds per task, beside timings.json (wall seconds)
 
 
 class TaskFailed(RuntimeError):
@@ -29,6 +31,7 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print) -> dict[str,
     """Run every task not yet done; returns wall seconds per task run now (skipped tasks are absent)."""
     workdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     width = len(str(len(tasks)))
     for number, task in enumerate(tasks, start=1):
         prefix = f"[{number:>{width}}/{len(tasks)}] {task.name}"
@@ -36,14 +39,16 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print) -> dict[str,
             echo(f"{prefix}: done earlier, skipped")
             continue
         echo(f"{prefix}: mammo {' '.join(task.argv(workdir))}")
-        started = time.time()
+        started, cpu_before = time.time(), _children_cpu_seconds()
         argv = [sys.executable, "-m", "jobs.cli", *task.argv(workdir)]
         result = subprocess.run(argv, env=_child_env(task.name))
         timings[task.name] = round(time.time() - started, 1)
+        cpu[task.name] = round(_children_cpu_seconds() - cpu_before, 1)
         if result.returncode != 0:
             raise TaskFailed(f"task {task.name} failed with exit code {result.returncode}; rerun to resume")
         echo(f"{prefix}: finished in {timings[task.name]:.1f}s")
     _record_timings(workdir, timings)
+    _record_timings(workdir, cpu, CPU_SECONDS)
     return timings
 
 
@@ -55,8 +60,14 @@ def _child_env(task_name: str) -> dict[str, str]:
     return env
 
 
-def _record_timings(workdir: Path, timings: dict[str, float]) -> None:
-    """Accumulate per-task wall times across resumed runs; the report and the benchmark read them."""
-    path = workdir / "timings.json"
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished child process and its own children (worker pools)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _record_timings(workdir: Path, timings: dict[str, float], name: str = "timings.json") -> None:
+    """Accumulate per-task wall (or CPU) seconds across resumed runs; the report and the benchmark read them."""
+    path = workdir / name
     previous = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_json(path, {**previous, **timings})

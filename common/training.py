@@ -37,6 +37,7 @@ from common.data import (
     require_both_classes,
     training_dataset,
 )
+from common.determinism import configure_determinism
 from common.model import Architecture, build_end2end, load_model, parameter_counts, reconfigure, set_phase
 
 HISTORY_COLUMNS = ["epoch", "stage", "loss", "val_loss", "val_auc", "lr"]
@@ -64,8 +65,9 @@ class StageSettings:
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any], phase: str) -> StageSettings:
-        """A phase section may override the shared patiences: pretraining from scratch sits on a plateau
-        for several epochs before it learns, where Table 6's patience of 3 would stop it."""
+        """A phase section may override the shared patiences and batch size: pretraining from scratch sits
+        on a plateau for a number of optimiser steps before it learns, where Table 6's patience of 3 would
+        stop it, and smaller batches reach those steps with less compute."""
         training = profile["training"]
         section = training[phase.split("_")[0]]
         return cls(
@@ -74,23 +76,24 @@ class StageSettings:
             weight_decay=float(section["weight_decay"]),
             dropout=float(section["dropout"]),
             epochs=int(section["epochs"]),
-            batch_size=int(training["batch_size"]),
+            batch_size=int(section.get("batch_size", training["batch_size"])),
             reduce_lr_patience=int(section.get("reduce_lr_patience", training["reduce_lr_patience"])),
             early_stopping_patience=int(section.get("early_stopping_patience", training["early_stopping_patience"])),
         )
 
 
 def configure_runtime(profile: dict[str, Any]) -> dict[str, Any]:
-    """Mixed precision and XLA only where a GPU can profit from them; never assumes a GPU.
+    """Deterministic kernels and fixed threads; mixed precision and XLA only where a GPU can profit from them.
 
     XLA on this project's CPUs made full-size training 1.6x and demo inference 3.9x slower
     (benchmarks/training_throughput.py), so the profile's switch applies to GPU runs only.
     """
+    determinism = configure_determinism(profile)
     gpus = tf.config.list_physical_devices("GPU")
     mixed = bool(profile["model"].get("mixed_precision")) and bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     jit = bool(profile["model"].get("jit_compile")) and bool(gpus)
-    return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": jit}
+    return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": jit, **determinism}
 
 
 @keras.saving.register_keras_serializable(package="mammo")

@@ -16,6 +16,7 @@ from pathlib import Path
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
 from common.data import Preprocessing, load_cohort
+from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
 from common.model import Architecture, build_end2end, load_model
 from common.profile import load_profile
@@ -74,6 +75,7 @@ def _baseline(args, profile):
 
 def run(args) -> int:
     profile = load_profile(args.profile)
+    configure_determinism(profile)
     out = Path(args.out)
     inputs = {k: getattr(args, k) for k in ("model", "checkpoint", "images", "split") if getattr(args, k)}
     with step_output("baseline-infer", out, inputs) as record:

@@ -7,6 +7,7 @@ baseline row, both fine-tuning configurations, radiomics and the report.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import yaml
@@ -61,6 +62,8 @@ def add_arguments(parser) -> None:
                         help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
     parser.add_argument("--workdir", type=Path, required=True, help="one folder holding every task's output")
     parser.add_argument("--configs", nargs="+", type=int, default=[1, 2], help="fine-tuning configurations")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="synthetic mode: seed of the generated cohorts (data only, not the model recipe)")
     for option, (_, text) in DATA_OPTIONS.items():
         parser.add_argument(option, help=text)
     for option, domain in DATASET_OPTIONS.items():
@@ -78,7 +81,10 @@ def run(args) -> int:
             params.update({f"{domain}_dataset": dataset, f"{domain}_dicom": dicom,
                            **{f"{domain}_metadata_{i}": path for i, path in enumerate(metadata)}})
     mode = "real" if {"hospital_dicom", "hospital_cohort", "hospital_dataset"} & set(params) else "synthetic"
-    plan = pipeline.tasks(mode, args.profile, {**params, "finetune_configs": args.configs})
+    if mode == "real" and args.seed:
+        print("mammo pipeline: --seed draws synthetic cohorts, it has no meaning with --dicom", file=sys.stderr)
+        return 2
+    plan = pipeline.tasks(mode, args.profile, {**params, "finetune_configs": args.configs, "seed": args.seed})
     if args.action == "plan":
         for task in plan:
             print(f"{task.name:<20} after {', '.join(task.depends) or '-'}")

@@ -31,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"mammo synth: --patients must be an even number >= 2 (case-control pairs), got {patients}",
               file=sys.stderr)
         return 2
-    shape = (int(settings["size"]["height"]), int(settings["size"]["width"]))
+    # Source domains only feed the network (the radiomics step reads the target's images), so a profile
+    # may give them a smaller size of their own.
+    size = settings.get("size_by_domain", {}).get(args.domain, settings["size"])
+    shape = (int(size["height"]), int(size["width"]))
     inputs = {"domain": args.domain, "patients": patients, "seed": args.seed, "profile": args.profile}
     with step_output("synth", args.out, inputs) as record:
         record.counts = synthesize_cohort(

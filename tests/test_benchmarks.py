@@ -21,7 +21,7 @@ from model_cost import forward_flops, layer_costs, memory_estimate, training_flo
 from common.model import Architecture, build_end2end, set_phase  # noqa: E402
 
 SCRIPTS = ["preprocess_throughput", "inference_flops", "training_throughput", "radiomics_speed",
-           "pipeline_walltime", "run_all"]
+           "pipeline_walltime", "onednn_variation", "run_all"]
 TINY = Architecture(height=256, width=128, backbone_filters=(2, 3, 4, 5, 6), top_filters=7)
 
 

@@ -1,0 +1,28 @@
+"""Same machine, same inputs, same numbers: TensorFlow's run-to-run sources of variation, switched off.
+
+Three things can make two runs of one training step differ on one machine: kernels that accumulate in
+a data-dependent order (op determinism fixes the order), a thread count that follows the machine's load
+or core count (a reduction split over another number of threads rounds differently), and random draws
+not derived from the profile's seed (common.training seeds Python, numpy and Keras from it; tf.data
+shuffles and augmentation draws are seeded there too). Across CPU types the oneDNN kernels themselves
+differ (vector width, blocking), which no setting here removes: see the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+DEFAULT_THREADS = 2  # the 2-core demo machine's count: the same partitioning on any machine
+
+
+def configure_determinism(profile: dict[str, Any]) -> dict[str, Any]:
+    """Call before the first TensorFlow op runs; returns what was set, for the step's record."""
+    threads = int(profile.get("runtime", {}).get("threads", DEFAULT_THREADS))
+    tf.config.experimental.enable_op_determinism()
+    if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if tf.config.threading.get_inter_op_parallelism_threads() != threads:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return {"op_determinism": True, "intra_op_threads": threads, "inter_op_threads": threads}

@@ -1,0 +1,238 @@
+"""README figures from result files, never by hand: `python -m common.report.readme [--check]`.
+
+The README's demo table, its findings list, the seed study and its performance table sit between
+`<!-- generated: NAME -->` and `<!-- end generated: NAME -->` markers and are rewritten from
+docs/demo-summary.json (the report's summary.json of the demo run made for the README),
+docs/demo-seeds.json (the same findings on other `--seed` values) and benchmarks/results/*.json.
+`--check` rewrites nothing and exits 1 when the README disagrees with those files (a test runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common.report.findings import findings
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DEMO_SUMMARY = ROOT / "docs" / "demo-summary.json"
+DEMO_SEEDS = ROOT / "docs" / "demo-seeds.json"
+RESULTS = ROOT / "benchmarks" / "results"
+
+DEMO_ROWS = (
+    ("a-film", "source A (`film`) in domain (Table 3 analogue)"),
+    ("a-ffdm", "source A on `ffdm` (Table 2)"),
+    ("ab-ffdm", "baseline A+B in domain (`ffdm` test, Table 2)"),
+    ("a-hospital", "source A on `hospital` (Table 4)"),
+    ("baseline", "baseline A+B on `hospital` (out of domain, Table 4)"),
+    ("baseline+radiomics", "baseline + radiomics (Table 5)"),
+    ("finetune-config1", "fine-tuning config 1 (Table 8)"),
+    ("finetune-config2", "fine-tuning config 2 (Table 8)"),
+)
+SEED_COLUMNS = ("a-film", "a-ffdm", "ab-ffdm", "a-hospital", "baseline", "baseline+radiomics",
+                "finetune-config1", "finetune-config2")
+
+
+def demo_table(summary: dict[str, Any]) -> str:
+    lines = ["| model | level | n (pos) | AUC (95% CI) | sensitivity | specificity |", "|---|---|---|---|---|---|"]
+    for key, label in DEMO_ROWS:
+        m = summary["models"].get(key)
+        if m is None:
+            lines.append(f"| {label} | - | - | missing from the run | - | - |")
+            continue
+        lo, hi = m["auc_ci95"]
+        lines.append(f"| {label} | {m['level']} | {m['n']} ({m['n_pos']}) | {m['auc']:.3f} ({lo:.3f}-{hi:.3f}) "
+                     f"| {m['sensitivity']:.3f} | {m['specificity']:.3f} |")
+    return "\n".join(lines)
+
+
+def findings_list(summary: dict[str, Any]) -> str:
+    mark = {True: "yes", False: "**no**", None: "not computable"}
+    return "\n".join(f"- {f.claim}: {mark[f.holds]} ({f.evidence})" for f in findings(summary))
+
+
+def seeds_table(seeds: dict[str, Any]) -> str:
+    """AUC per row and whether every finding holds, one line per `--seed` value."""
+    header = "| --seed | " + " | ".join(SEED_COLUMNS) + " | findings that hold |"
+    lines = [header, "|" + "---|" * (len(SEED_COLUMNS) + 2)]
+    for seed, summary in sorted(seeds["runs"].items(), key=lambda item: int(item[0])):
+        aucs = [f"{summary['models'][k]['auc']:.3f}" if k in summary["models"] else "-" for k in SEED_COLUMNS]
+        found = findings(summary)
+        failed = [f.key for f in found if not f.holds]
+        held = f"{sum(bool(f.holds) for f in found)}/{len(found)}" + (f" (not: {', '.join(failed)})" if failed else "")
+        lines.append(f"| {seed} | " + " | ".join(aucs) + f" | {held} |")
+    return "\n".join(lines)
+
+
+def _load(results: Path, name: str) -> dict[str, Any] | None:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def performance_table(results: Path) -> str:
+    """One row per benchmark headline, each cell taken from that benchmark's JSON as it stands."""
+    lines = ["| stage | measured | reference in the same run | ratio | target (met) |", "|---|---|---|---|---|"]
+    pre = _load(results, "preprocess_throughput")
+    if pre:
+        s, t = pre["summary"], pre["targets"]
+        runs = {r["workers"]: r for r in pre["runs"]}
+        best = max(runs)
+        naive = pre["naive"]["images_per_s"]
+        lines.append(f"| preprocess, {pre['images']} real CBIS-DDSM DICOMs, {pre['profile']} profile "
+                     f"| {s['images_per_s']:.2f} images/s ({best} workers) | naive loop {naive:.2f} images/s "
+                     f"| {s['speedup_vs_naive']:.2f}x "
+                     f"| >= {t['speedup_vs_naive_min']:g}x ({_yes(s['meets_naive_target'])}) |")
+        one = runs.get(1)
+        also = f"; 1 worker: {one['core_s_vs_isolated']:.2f}x" if one and best != 1 else ""
+        lines.append(f"| preprocess core-seconds per image "
+                     f"| {runs[best]['core_s_per_image']:.3f} s ({best} workers{also}) "
+                     f"| decode + resizes + encodes in isolation {pre['isolated']['floor_s_per_image']:.3f} s "
+                     f"| {s['core_s_vs_isolated']:.2f}x | <= {t['core_s_vs_isolated_max']:g}x "
+                     f"({_yes(s['meets_isolated_target'])}) |")
+    inf = _load(results, "inference_flops")
+    if inf:
+        s, peak = inf["summary"], inf["summary"]["matmul_peak_gflops"]
+        target = inf["target_fraction_of_peak"]
+        for name, label in (("full", "End2End VGG16 1152x896"), ("demo", "demo profile")):
+            p = inf["profiles"][name]["best"]
+            lines.append(f"| inference, {label} | {p['gflops']:.0f} GFLOP/s at batch {p['batch_size']} "
+                         f"| TF float32 matmul peak {peak:.0f} GFLOP/s | {p['fraction_of_peak']:.2f} "
+                         f"| >= {target:g} ({_yes(s[f'{name}_meets_target'])}) |")
+    tr = _load(results, "training_throughput")
+    if tr:
+        s = tr["summary"]
+        lines.append(f"| training, full size stage 1 / stage 2 | {s['full_stage1_config1_images_per_s']:.3f} / "
+                     f"{s['full_stage2_images_per_s']:.3f} images/s | same peak "
+                     f"| {s['full_stage1_config1_fraction_of_peak']:.2f} / "
+                     f"{s['full_stage2_fraction_of_peak']:.2f} | - |")
+    mem = _load(results, "training_memory")
+    if mem:
+        rss = {r["cohort"]: r["peak_rss_mb"] for r in mem["runs"]}
+        lines.append(f"| fine-tuning peak RSS, 4x vs 1x images ({mem['profile']} profile) | {rss['4x']:.0f} vs "
+                     f"{rss['1x']:.0f} MB | - | {mem['ratio']:.3f} | <= {mem['limit']:g} ({_yes(mem['passed'])}) |")
+    rad = _load(results, "radiomics_speed")
+    if rad:
+        s = rad["summary"]
+        lines.append(f"| radiomics, {rad['spacing_mm']:g} mm | {s['segmentation_s_per_image']:.2f} s segmentation + "
+                     f"{s['features_34_s_per_image']:.2f} s 34 features per image | - | - | - |")
+    syn = _load(results, "synth_throughput")
+    if syn:
+        s = syn["summary"]
+        lines.append(f"| synthetic data | {s['images_per_s']:.1f} images/s | - | - "
+                     f"| ({_yes(s['meets_targets'])}) |")
+    wall = _load(results, "pipeline_walltime")
+    if wall and wall["summary"].get("demo_wall_s"):
+        s = wall["summary"]
+        peak = s.get("tf_matmul_peak_gflops")
+        if peak:
+            lines.append(f"| demo pipeline (`make run`) | {s['demo_wall_s'] / 60:.1f} min wall, {s['demo_core_s']:.0f} "
+                         f"core-s | TF float32 matmul peak {peak:.0f} GFLOP/s ({s['peak_measured']}) "
+                         f"| {s['demo_wall_peak_tflop']:.0f} peak-TFLOP | <= 68 peak-TFLOP (10 min at 113 GFLOP/s) "
+                         f"({_yes(s['demo_wall_peak_tflop'] <= 67.8)}) |")
+        else:
+            lines.append(f"| demo pipeline (`make run`) | {s['demo_wall_s'] / 60:.1f} min wall "
+                         "| not measured | - | - |")
+    return "\n".join(lines)
+
+
+def demo_cost(results: Path) -> str:
+    """Where the demo's time goes, and the projection for the thesis cohort, from pipeline_walltime.json."""
+    wall = _load(results, "pipeline_walltime")
+    if not wall:
+        return "Not measured: run `python benchmarks/pipeline_walltime.py --run`."
+    text = []
+    breakdown = wall.get("breakdown")
+    if breakdown:
+        steps = ", ".join(f"{row['step']} {row['share']:.0%}" + (f" ({row['core_s']:.0f} core-s)" if row.get("core_s")
+                                                                   else "") for row in breakdown["steps"])
+        text.append(f"Demo wall time by step (`benchmarks/pipeline_walltime.py`): {steps}.")
+    s, a = wall["summary"], wall["assumptions"]
+    memory = wall["projection"]["gpu_memory_per_training_batch_gib"]
+    text.append(f"Projected full profile on the thesis' {a['images']:,}-image cohort with one {a['gpu']} (assumed "
+                f"{a['gpu_tflops_fp32']:g} TFLOP/s fp32 at {a['gpu_utilisation']:.0%} sustained; epochs at their "
+                f"maximum, so an upper bound): {s['projected_gpu_hours']:.1f} GPU hours + "
+                f"{s['projected_cpu_hours']:.1f} CPU hours. A full-size training batch needs about "
+                f"{memory['float32']:.1f} GiB in float32 and {memory['mixed_float16']:.1f} GiB with mixed float16, "
+                "which the full profile enables on a GPU.")
+    return "\n".join(text)
+
+
+def onednn_note(results: Path) -> str:
+    data = _load(results, "onednn_variation")
+    if not data:
+        return "not measured on two CPU types here (only one type was available)."
+    s = data["summary"]
+    return (f"measured as TF_ENABLE_ONEDNN_OPTS=1 against =0 on one machine (`benchmarks/onednn_variation.py`, "
+            f"{data['what']}): scores differ by up to {s['max_abs_score_difference']:.2g}, AUC by "
+            f"{s['auc_difference']:.2g}; runs with the same setting were identical: "
+            f"{_yes(s['same_setting_identical'])}.")
+
+
+def _blocks(summary: dict | None, seeds: dict | None, results: Path) -> dict[str, Callable[[], str]]:
+    blocks: dict[str, Callable[[], str]] = {"performance-table": lambda: performance_table(results),
+                                            "demo-cost": lambda: demo_cost(results),
+                                            "onednn": lambda: onednn_note(results)}
+    if summary is not None:
+        blocks["demo-table"] = lambda: demo_table(summary)
+        blocks["demo-findings"] = lambda: findings_list(summary)
+    if seeds is not None:
+        blocks["demo-seeds"] = lambda: seeds_table(seeds)
+    return blocks
+
+
+def render(readme: str, summary: dict | None, seeds: dict | None, results: Path) -> str:
+    """The README with every generated block rewritten; a marker pair the README lacks is not added."""
+    for name, make in _blocks(summary, seeds, results).items():
+        pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end generated: {name} -->)", re.S)
+        readme = pattern.sub(lambda match, make=make: match.group(1) + make() + "\n" + match.group(2), readme)
+    return readme
+
+
+def add_seed_run(seeds_path: Path, seed: int, summary_path: Path) -> None:
+    """Keep the model figures of one seed's run (the rest of a summary.json is not needed here)."""
+    summary = json.loads(summary_path.read_text())
+    seeds = json.loads(seeds_path.read_text()) if seeds_path.is_file() else {"runs": {}}
+    seeds["runs"][str(seed)] = {"profile": summary["profile"], "models": summary["models"]}
+    seeds_path.write_text(json.dumps(seeds, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m common.report.readme", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md disagrees with the result files")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--summary", type=Path, default=DEMO_SUMMARY)
+    parser.add_argument("--seeds", type=Path, default=DEMO_SEEDS)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--add-seed", nargs=2, metavar=("SEED", "SUMMARY_JSON"),
+                        help="record a `pipeline run --seed SEED` report's summary.json in the seeds file first")
+    args = parser.parse_args(argv)
+    if args.add_seed:
+        add_seed_run(args.seeds, int(args.add_seed[0]), Path(args.add_seed[1]))
+    summary = json.loads(args.summary.read_text()) if args.summary.is_file() else None
+    seeds = json.loads(args.seeds.read_text()) if args.seeds.is_file() else None
+    current = args.readme.read_text()
+    updated = render(current, summary, seeds, args.results)
+    if args.check:
+        if updated != current:
+            print(f"{args.readme} disagrees with its result files: run python -m common.report.readme",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if updated != current:
+        args.readme.write_text(updated)
+        print(f"rewrote the generated blocks of {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

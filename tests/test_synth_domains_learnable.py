@@ -1,0 +1,71 @@
+"""Film is the harder source domain, but its malignant masses must still be visible at the network's input size.
+
+Before the fix the film chain exposed the breast at optical density 1.2-1.8 on a steep H&D curve: dense
+tissue and the denser masses sat on the toe of the curve, where film contrast vanishes, and the steep
+gradient amplified the tissue texture around them. At 288x224 a malignant mass stood ~3 texture standard
+deviations above its surroundings (ffdm ~5), and the demo's source-A model stayed at chance (AUC 0.53).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from common.synth import DOMAINS, render_patient
+from common.synth.population import make_patient
+
+ROOT = Path(__file__).resolve().parents[1]
+NETWORK = (288, 224)  # the demo profile's input (rows, columns)
+SOURCE = (576, 456)  # the demo's source-domain synthetic size
+
+def mass_contrast_to_noise(domain: str, cases: int = 12, seed: int = 5) -> float:
+    """Median over malignant masses of (mean inside - mean of the ring 1.5r-3r) / ring std, at network size."""
+    values = []
+    for index in range(0, 2 * cases, 2):  # even indices are cases
+        patient = make_patient(seed, domain, index)
+        for view in render_patient(patient, DOMAINS[domain], seed, SOURCE):
+            pixels = view.pixels.astype(np.float64) / DOMAINS[domain].max_value
+            if DOMAINS[domain].photometric == "MONOCHROME1":
+                pixels = 1.0 - pixels
+            if view.laterality == "R":  # back to the canonical frame the lesion positions are given in
+                pixels = pixels[:, ::-1]
+            small = cv2.resize(pixels, NETWORK[::-1], interpolation=cv2.INTER_AREA)
+            scale = NETWORK[1] / SOURCE[1]
+            rows, cols = np.mgrid[: NETWORK[0], : NETWORK[1]]
+            for placed in view.lesions:
+                if not placed.lesion.malignant or placed.lesion.kind == "calcification_cluster":
+                    continue
+                radius = max(placed.radius * scale, 1.0)
+                distance = np.hypot(cols - placed.x * scale, rows - placed.y * scale)
+                inside, ring = small[distance <= radius], small[(distance > 1.5 * radius) & (distance <= 3 * radius)]
+                values.append((inside.mean() - ring.mean()) / ring.std())
+    return float(np.median(values))
+
+@pytest.mark.slow
+def test_film_masses_are_learnable_but_harder_than_ffdm():
+    film, ffdm = mass_contrast_to_noise("film"), mass_contrast_to_noise("ffdm")
+    assert 3.5 <= film, film  # below ~3.5 the from-scratch demo model does not learn (issue 12 experiments)
+    assert film < ffdm, (film, ffdm)
+
+def test_a_profile_gives_source_domains_their_own_size(tmp_path):
+    profile = tmp_path / "small.yaml"
+    text = (ROOT / "common" / "profiles" / "ci.yaml").read_text()
+    profile.write_text(text.replace("synth:\n", "synth:\n  size_by_domain: {film: {height: 192, width: 152}}\n"))
+    for domain in ("film", "hospital"):
+        out = tmp_path / domain
+        command = [sys.executable, "-m", "jobs.cli", "synth", "--out", str(out), "--domain", domain,
+                   "--patients", "2", "--seed", "1", "--profile", str(profile), "--workers", "1"]
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+    film = pydicom.dcmread(next((tmp_path / "film" / "dicom").rglob("*.dcm")))
+    hospital = pydicom.dcmread(next((tmp_path / "hospital" / "dicom").rglob("*.dcm")))
+    assert (film.Rows, film.Columns) == (192, 152)
+    assert (hospital.Rows, hospital.Columns) == (384, 304)  # the ci profile's synth.size
+    assert json.loads((tmp_path / "film" / "_SUCCESS.json").read_text())["image_size"]["height"] == 192
