@@ -74,11 +74,11 @@ def step_folder(out: str | Path, fingerprint: dict[str, Any]) -> Iterator[Path]:
     out = Path(out)
     with locked(out, "output folder", fingerprint=fingerprint["digest"]) as previous:
         target = _target(out, fingerprint["digest"], previous)
-        token = FINGERPRINT.set((target, fingerprint))
+        claim = FINGERPRINT.set((target, fingerprint))
         try:
             yield target
         finally:
-            FINGERPRINT.reset(token)
+            FINGERPRINT.reset(claim)
         if target != out and (target / SUCCESS).is_file():
             _swap(target, out)
 
