@@ -3,8 +3,8 @@
 The parts of a fingerprint:
 - `args`: the step's options and their values, order-free; `--out` and options that cannot change the
   result (`--workers`, `--s3-endpoint`) are left out, paths are replaced by what they point to.
-- `profile`: the profile values the step reads (`PROFILE_READS`, by dotted key); steps not listed there
-  (the report, any new step) depend on the whole resolved profile.
+- `profile`: the profile values the step reads (`PROFILE_READS`, by dotted key, `{--option}` standing for
+  that option's value); steps not listed there (the report, any new step) depend on the whole profile.
 - `inputs`: per option, what its path holds. A folder written by a step (it, or a parent, holds
   `_SUCCESS.json`) counts by the hash of that marker, which carries its own fingerprint and run time, so
   any rerun upstream makes its descendants stale; a work folder (the report's `--workdir`) by the markers
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ HASHED_FILE_BYTES = 64 << 20
 
 _MODEL = ("image", "model", "training")
 PROFILE_READS: dict[str, tuple[str, ...]] = {
-    "synth": ("synth",),
+    "synth": ("synth.size", "synth.patients.{--domain}"),
     "preprocess": ("image", "radiomics.target_spacing_mm"),
     "split": ("split",),
     "pretrain": _MODEL,
@@ -74,17 +75,18 @@ def of_argv(argv: Sequence[str]) -> dict[str, Any]:
         else:
             parts["args"][option] = values
     profile_name = (options.get("--profile") or [DEFAULT_PROFILE])[0]
-    parts["profile"] = profile_values(step, load_profile(profile_name))
+    parts["profile"] = profile_values(step, load_profile(profile_name), options)
     return {"digest": _digest(parts), "parts": parts}
 
 
-def profile_values(step: str, profile: dict[str, Any]) -> dict[str, Any]:
+def profile_values(step: str, profile: dict[str, Any], options: dict[str, list[str]]) -> dict[str, Any]:
     """The values of the keys the step reads (a missing key raises the profile's own clear error)."""
     keys = PROFILE_READS.get(step)
     if keys is None:
         return json.loads(json.dumps(profile))
     values = {}
-    for key in keys:
+    for template in keys:
+        key = re.sub(r"\{(--[\w-]+)\}", lambda m: (options.get(m[1]) or ["?"])[0], template)
         value: Any = profile
         for part in key.split("."):
             value = value[part]
