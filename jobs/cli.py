@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 from common import __version__, fingerprint, storage, workfolder
 from common.artifacts import UnusableInput
 from common.profile import ProfileError
+from jobs.startup import quiet_native_notices
 
 # step -> (module, one-line summary). The summary lives here so `mammo --help` and a step's own run
 # import only the module they need: model steps pull in TensorFlow, CPU steps should not pay for it.
@@ -56,7 +57,8 @@ def build_parser(load: set[str] | None = None) -> argparse.ArgumentParser:
         if load is not None and step not in load:
             sub.add_parser(step, help=summary)
             continue
-        module = importlib.import_module(module_name)
+        with quiet_native_notices():
+            module = importlib.import_module(module_name)
         step_parser = sub.add_parser(step, help=summary, description=module.HELP)
         module.add_arguments(step_parser)
         storage.add_arguments(step_parser)
