@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-NOTICE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called|I\d{4} \d\d:\d\d:\d+\.\d+ )")
+NOTICE = re.compile(rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+                    rb"|I\d{4} \d\d:\d\d:\d+\.\d+ )")
 
 
 @contextmanager
