@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import pipeline
+from common import pipeline, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE9 = ("baseline", "baseline+radiomics", "finetune-config1", "finetune-config2")
@@ -74,3 +74,15 @@ def test_rerun_resumes_without_redoing_tasks(ci_run):
     assert result.returncode == 0
     plan = pipeline.tasks("synthetic", "ci")
     assert result.stdout.count("done earlier, skipped") == len(plan)
+
+
+@pytest.mark.slow
+def test_another_profile_on_a_finished_work_folder_reuses_nothing(ci_run):
+    """The reported bug: `pipeline run --profile demo` on a ci work folder skipped every task."""
+    workdir, _, _ = ci_run
+    assert runner.decide(pipeline.tasks("synthetic", "ci"), workdir) == [None] * len(pipeline.tasks("synthetic", "ci"))
+    reasons = dict(zip([t.name for t in pipeline.tasks("synthetic", "demo")],
+                       runner.decide(pipeline.tasks("synthetic", "demo"), workdir), strict=True))
+    assert all(reasons.values()), reasons
+    assert reasons["synth-film"].startswith("changed: argument --patients, profile synth.patients.film, ")
+    assert reasons["report"].startswith("preprocess-film reruns (and ")
