@@ -5,11 +5,13 @@ a `mammo` subprocess exactly as a container would run it. A task is skipped when
 `_SUCCESS.json` with the fingerprint the task would have now (common.fingerprint); otherwise it reruns,
 and so does everything downstream of it, each with a one-line reason. The work folder is locked for the
 whole run; a SIGTERM or SIGINT to the runner goes to the running task's whole process group (its pool
-workers too), so stopping the runner leaves nothing behind that still writes.
+workers too), so stopping the runner leaves nothing behind that still writes, and a runner killed
+outright (SIGKILL) takes its task with it (the kernel's parent-death signal).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -27,6 +29,7 @@ Echo = Callable[[str], None]
 SKIPPED = "done earlier, skipped"
 # How long a stopped task may take to exit before its process group is killed.
 STOP_GRACE_SECONDS = 10.0
+PR_SET_PDEATHSIG = 1
 
 
 class TaskFailed(RuntimeError):
@@ -108,7 +111,8 @@ def _run_child(argv: list[str], task_name: str) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True)
+        child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True,
+                                 preexec_fn=_die_with_parent)
         started.append(child)
         if stop:  # asked to stop while the task was starting
             _signal_group(child.pid, stop[0])
@@ -129,6 +133,15 @@ def _run_child(argv: list[str], task_name: str) -> int:
         _signal_group(child.pid, signal.SIGKILL)  # pool workers the task left behind
         raise Stopped(stop[0], task_name)
     return code
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the runner dies, even by SIGKILL (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: SIGTERM/SIGINT forwarding still applies
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -138,6 +138,15 @@ def test_a_second_run_refuses_at_once_and_sigterm_stops_the_runner_and_its_task(
         assert code == 128 + signal.SIGTERM
         assert "stopped by SIGTERM during task synth-film" in first.stderr.read()
         assert not _alive(task) and _session_members(task) == []  # the task and its pool workers are gone
+
+        again = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(lambda: workfolder.holder_pid(workdir) == again.pid, 60, "the second runner's lock")
+        task = _wait_for(lambda: (pid := workfolder.holder_pid(workdir / "synth-film")) != task and pid
+                         and _alive(pid) and pid, 120, "the resumed task")
+        again.kill()  # SIGKILL: nothing to forward, the kernel's parent-death signal stops the task
+        again.wait(timeout=30)
+        _wait_for(lambda: not _alive(task), 30, "the orphaned task to stop")
     finally:
-        if first.poll() is None:
-            first.kill()
+        for runner in (first, locals().get("again")):
+            if runner is not None and runner.poll() is None:
+                runner.kill()
