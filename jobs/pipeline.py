@@ -63,7 +63,7 @@ def profile_name(text: str) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or only print its tasks")
+    parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or say what a run would do")
     parser.add_argument("--profile", default="demo", type=profile_name,
                         help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
     parser.add_argument("--workdir", type=Path, required=True, help="one folder holding every task's output")
@@ -95,9 +95,11 @@ def run(args) -> int:
         plan = pipeline.tasks(mode, args.profile, {**params, "finetune_configs": args.configs})
     except ValueError as error:
         raise UnusableInput(str(error)) from None
-    if args.action == "plan":
-        for task in plan:
-            print(f"{task.name:<20} after {', '.join(task.depends) or '-'}")
+    if args.action == "plan":  # what `run` would do in this work folder, and why
+        reasons = runner.decide(plan, args.workdir, force=args.force, start=args.start)
+        for task, reason in zip(plan, reasons, strict=True):
+            print(f"{task.name:<20} {'runs: ' + reason if reason else 'up to date':<40} after "
+                  f"{', '.join(task.depends) or '-'}")
         return 0
     print(f"pipeline: {mode} mode, profile {args.profile}, {len(plan)} tasks in {args.workdir}")
     try:
