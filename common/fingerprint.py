@@ -36,6 +36,7 @@ HASHED_FILE_BYTES = 64 << 20
 
 _MODEL = ("image", "model", "training")
 PROFILE_READS: dict[str, tuple[str, ...]] = {
+    "cohort": (),  # takes --profile for uniformity only
     "synth": ("synth.size", "synth.patients.{--domain}"),
     "preprocess": ("image", "radiomics.target_spacing_mm"),
     "split": ("split",),

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 from common import __version__, fingerprint, storage, workfolder
 from common.artifacts import UnusableInput
 from common.profile import ProfileError
-from jobs.startup import quiet_native_notices
+from jobs.startup import quiet_native_notices, stop_group_on_sigterm
 
 # step -> (module, one-line summary). The summary lives here so `mammo --help` and a step's own run
 # import only the module they need: model steps pull in TensorFlow, CPU steps should not pay for it.
@@ -69,6 +69,7 @@ def build_parser(load: set[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(load={a for a in argv[:1] if a in STEPS}).parse_args(argv)
+    stop_group_on_sigterm()
     started = time.time()
     try:
         code = _run_step(args, argv)

@@ -145,7 +145,7 @@ def test_a_second_run_refuses_at_once_and_sigterm_stops_the_runner_and_its_task(
                          and _alive(pid) and pid, 120, "the resumed task")
         again.kill()  # SIGKILL: nothing to forward, the kernel's parent-death signal stops the task
         again.wait(timeout=30)
-        _wait_for(lambda: not _alive(task), 30, "the orphaned task to stop")
+        _wait_for(lambda: not _alive(task) and _session_members(task) == [], 30, "the task and its workers to stop")
     finally:
         for runner in (first, locals().get("again")):
             if runner is not None and runner.poll() is None:
