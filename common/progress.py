@@ -21,10 +21,10 @@ T = TypeVar("T")
 class LogProgress:
     """The subset of tqdm's interface the steps use (update, close, context manager), as log lines."""
 
-    def __init__(self, total: int, desc: str, unit: str, step_percent: int = LOG_STEP_PERCENT):
+    def __init__(self, total: int, desc: str, unit: str, initial: int = 0, step_percent: int = LOG_STEP_PERCENT):
         self.total, self.desc, self.unit, self.step = total, desc, unit, step_percent
-        self.done = 0
-        self.next_percent = step_percent
+        self.done = initial  # items done by an earlier, interrupted run
+        self.next_percent = (100 * initial // total // step_percent + 1) * step_percent if total else step_percent
         self.started = time.monotonic()
 
     def update(self, n: int = 1) -> None:
@@ -51,13 +51,13 @@ class _Silent(LogProgress):
         self.done += n
 
 
-def progress_bar(total: int, desc: str, unit: str, enabled: bool = True) -> Any:
+def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial: int = 0) -> Any:
     """A tqdm bar on a terminal, log lines elsewhere, nothing when disabled."""
     if not enabled:
-        return _Silent(total, desc, unit)
+        return _Silent(total, desc, unit, initial)
     if sys.stderr.isatty():
-        return tqdm(total=total, desc=desc, unit=unit)
-    return LogProgress(total, desc, unit)
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+    return LogProgress(total, desc, unit, initial)
 
 
 def track(items: Iterable[T], total: int, desc: str, unit: str, enabled: bool = True) -> Iterator[T]:

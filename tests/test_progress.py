@@ -34,6 +34,14 @@ def test_few_items_one_line_each_and_disabled_is_silent(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_resumed_run_counts_from_what_was_done(capsys):
+    with progress_bar(10, "preprocess", "file", initial=4) as bar:
+        for _ in range(6):
+            bar.update()
+    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == [
+        f"preprocess: {k}/10 files" for k in range(5, 11)]
+
+
 def test_a_terminal_gets_the_bar(monkeypatch):
     main, secondary = os.openpty()
     with os.fdopen(secondary, "w") as terminal:
