@@ -154,9 +154,17 @@ def _describe(value: str, out: str | None) -> str | dict[str, Any]:
 
 def _marked_ancestor(path: Path) -> Path | None:
     for folder in (path, *path.parents) if path.is_dir() else path.parents:
-        if (folder / SUCCESS).is_file():
+        if _has_marker(folder):
             return folder
     return None
+
+
+def _has_marker(folder: Path) -> bool:
+    """Unreadable folders count as unmarked: the step itself reports them (a rejected.csv row)."""
+    try:
+        return (folder / SUCCESS).is_file()
+    except OSError:
+        return False
 
 
 def _step_folders(path: Path, out: str | None) -> dict[str, str]:
@@ -164,7 +172,7 @@ def _step_folders(path: Path, out: str | None) -> dict[str, str]:
     own = Path(out).absolute() if out else None
     found = {}
     for child in sorted(path.iterdir()):
-        if child.name.startswith(".") or child.absolute() == own or not (child / SUCCESS).is_file():
+        if child.name.startswith(".") or child.absolute() == own or not _has_marker(child):
             continue
         found[child.name] = _file_hash(child / SUCCESS)
     return found
