@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ import pandas as pd
 from common import __version__
 
 SUCCESS = "_SUCCESS.json"
+# (output folder, fingerprint) of the step the CLI is running: step_output records it in that folder's marker.
+FINGERPRINT: ContextVar[tuple[Path, dict[str, Any]] | None] = ContextVar("fingerprint", default=None)
 
 
 class UnusableInput(Exception):
@@ -142,6 +145,9 @@ def step_output(step: str, out_dir: str | Path, inputs: dict[str, Any]) -> Itera
     out.mkdir(parents=True, exist_ok=True)
     (out / SUCCESS).unlink(missing_ok=True)
     record = StepRecord(step, out, {k: str(v) for k, v in inputs.items()})
+    claimed = FINGERPRINT.get()
+    if claimed is not None and claimed[0].absolute() == out.absolute():
+        record.extra["fingerprint"] = claimed[1]
     yield record
     atomic_write_json(out / SUCCESS, record.as_dict())
 

@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tqdm import tqdm
 
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
 from common.data import SCORE_COLUMNS, Preprocessing, check_image_size, evaluation_dataset
+from common.progress import track
 
 
 def flip_variants(images: tf.Tensor) -> tf.Tensor:
@@ -79,7 +79,7 @@ def _predict(model, frame, prep, batch_size, tta, progress, *, features: bool):
     score = (make_scorer_with_features if features else make_scorer)(model, tta=tta)
     batches = evaluation_dataset(frame, prep, batch_size=batch_size, labels=False)
     total = math.ceil(len(frame) / batch_size)
-    outputs = [score(batch) for batch in tqdm(batches, total=total, disable=not progress, desc="scoring")]
+    outputs = [score(batch) for batch in track(batches, total, "scoring", "batch", enabled=progress)]
     if not features:
         return np.concatenate([o.numpy() for o in outputs]).astype(float), None
     return (np.concatenate([o[0].numpy() for o in outputs]).astype(float),

@@ -27,7 +27,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from common import journal
 from common.artifacts import UnusableInput, atomic_write_csv, one_line
@@ -35,6 +34,7 @@ from common.cohort import flag_four_views, image_label, load_cohort, match_patie
 from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
 from common.profile import load_profile
+from common.progress import progress_bar
 from common.workers import map_surviving, worker_count
 
 # Pixel spacing used when a file states none. CBIS-DDSM (the only such source here) was digitised at
@@ -248,8 +248,7 @@ def _run(files: list[Path], settings: Settings, workers: int | None) -> Iterator
         else:
             tasks.append((index, path, relative, key, stamp))
     settings.partial_dir.mkdir(parents=True, exist_ok=True)
-    progress = tqdm(total=len(files), initial=len(results), unit="file", desc="preprocess",
-                    disable=not sys.stderr.isatty())
+    progress = progress_bar(len(files), "preprocess", "file", initial=len(results))
     workers = worker_count(workers, len(tasks))
     with progress:
         if workers == 1:

@@ -13,10 +13,12 @@ from pathlib import Path
 import yaml
 
 from common import pipeline, runner
+from common.artifacts import UnusableInput
 from common.datasets import DATASETS
 from common.profile import PROFILE_NAMES, load_profile
 
-HELP = "Run the whole DAG locally in one work folder; completed tasks (with _SUCCESS.json) are skipped."
+HELP = ("Run the whole DAG locally in one work folder; a finished task is skipped unless its fingerprint "
+        "(arguments, profile values, inputs, version) changed, which reruns it and everything downstream.")
 
 # CLI option -> pipeline parameter; a user's real data and baseline.
 DATA_OPTIONS = {
@@ -30,6 +32,10 @@ DATA_OPTIONS = {
     "--ffdm-dicom": ("ffdm_dicom", "source domain B DICOM folder (e.g. INbreast) for in-domain rows"),
     "--ffdm-cohort": ("ffdm_cohort", "source domain B cohort.csv"),
 }
+# An option that means nothing without its companion.
+COMPANIONS = {"--dicom": "--cohort", "--cohort": "--dicom", "--film-dicom": "--film-cohort",
+              "--film-cohort": "--film-dicom", "--ffdm-dicom": "--ffdm-cohort", "--ffdm-cohort": "--ffdm-dicom",
+              "--checkpoint-mean": "--checkpoint"}
 
 
 # CLI option -> domain given straight from a public dataset (`mammo cohort`).
@@ -57,13 +63,15 @@ def profile_name(text: str) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or only print its tasks")
+    parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or say what a run would do")
     parser.add_argument("--profile", default="demo", type=profile_name,
                         help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
     parser.add_argument("--workdir", type=Path, required=True, help="one folder holding every task's output")
     parser.add_argument("--configs", nargs="+", type=int, default=[1, 2], help="fine-tuning configurations")
     parser.add_argument("--seed", type=int, default=0,
                         help="synthetic mode: seed of the generated cohorts (data only, not the model recipe)")
+    parser.add_argument("--force", action="store_true", help="rerun every task, even those up to date")
+    parser.add_argument("--from", dest="start", metavar="TASK", help="rerun TASK and everything downstream of it")
     for option, (_, text) in DATA_OPTIONS.items():
         parser.add_argument(option, help=text)
     for option, domain in DATASET_OPTIONS.items():
@@ -73,6 +81,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     params = {name: getattr(args, option[2:].replace("-", "_")) for option, (name, _) in DATA_OPTIONS.items()}
+    given = {option for option in DATA_OPTIONS if getattr(args, option[2:].replace("-", "_")) is not None}
+    for option in sorted(given):
+        if option in COMPANIONS and COMPANIONS[option] not in given:
+            raise UnusableInput(f"{option} needs {COMPANIONS[option]} as well")
     params = {name: value for name, value in params.items() if value is not None}
     for option, domain in DATASET_OPTIONS.items():
         spec = getattr(args, option[2:])
@@ -82,18 +94,25 @@ def run(args) -> int:
                            **{f"{domain}_metadata_{i}": path for i, path in enumerate(metadata)}})
     mode = "real" if {"hospital_dicom", "hospital_cohort", "hospital_dataset"} & set(params) else "synthetic"
     if mode == "real" and args.seed:
-        print("mammo pipeline: --seed draws synthetic cohorts, it has no meaning with --dicom", file=sys.stderr)
-        return 2
-    plan = pipeline.tasks(mode, args.profile, {**params, "finetune_configs": args.configs, "seed": args.seed})
-    if args.action == "plan":
-        for task in plan:
-            print(f"{task.name:<20} after {', '.join(task.depends) or '-'}")
+        raise UnusableInput("--seed draws synthetic cohorts, it has no meaning with --dicom")
+    try:
+        plan = pipeline.tasks(mode, args.profile, {**params, "finetune_configs": args.configs, "seed": args.seed})
+    except ValueError as error:
+        raise UnusableInput(str(error)) from None
+    if args.action == "plan":  # what `run` would do in this work folder, and why
+        reasons = runner.decide(plan, args.workdir, force=args.force, start=args.start)
+        for task, reason in zip(plan, reasons, strict=True):
+            print(f"{task.name:<20} {'runs: ' + reason if reason else 'up to date':<40} after "
+                  f"{', '.join(task.depends) or '-'}")
         return 0
     print(f"pipeline: {mode} mode, profile {args.profile}, {len(plan)} tasks in {args.workdir}")
     try:
-        runner.run_tasks(plan, args.workdir)
+        runner.run_tasks(plan, args.workdir, force=args.force, start=args.start)
     except runner.TaskFailed as error:
         print(f"pipeline: {error}")
         return 1
+    except runner.Stopped as error:
+        print(f"pipeline: {error}", file=sys.stderr)
+        return error.exit_code
     print(f"report: {(args.workdir / 'report' / 'report.html').resolve()}")
     return 0

@@ -19,7 +19,7 @@ from common.artifacts import (
     step_output,
 )
 from common.metrics import evaluate
-from common.profile import load_profile
+from common.profile import ProfileError, load_profile
 from common.radiomics import batch
 from common.radiomics.classifier import SearchSettings, pair_groups, search
 from common.radiomics.patient import attribute_names, build_patient_vectors
@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         profile = load_profile(args.profile)
         settings = SearchSettings.from_profile(profile)
+    except ProfileError:
+        raise  # names the profile and the key itself
     except (ValueError, KeyError) as error:
         raise UnusableInput(f"profile {args.profile}: {error}") from error
     images = _read_csv(args.images, "images.csv", IMAGE_COLUMNS)

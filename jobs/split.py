@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.artifacts import UnusableInput, atomic_write_csv, step_output
 from common.cohort import load_cohort
-from common.profile import load_profile
+from common.profile import ProfileError, load_profile
 from common.split import (
     SUBSETS,
     UNKNOWN_STRATUM,
@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         settings = SplitSettings.from_profile(load_profile(args.profile), seed=args.seed)
+    except ProfileError:
+        raise  # names the profile and the key itself
     except (ValueError, KeyError) as error:
         raise UnusableInput(f"profile {args.profile}: {error}") from error
     cohort_path = Path(args.cohort)

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = {"domain": args.domain, "patients": patients, "seed": args.seed, "profile": args.profile}
     with step_output("synth", args.out, inputs) as record:
         record.counts = synthesize_cohort(
-            args.out, patients, args.domain, args.seed, shape, workers=args.workers, progress=sys.stderr.isatty()
+            args.out, patients, args.domain, args.seed, shape, workers=args.workers, progress=True
         )
         record.extra["image_size"] = {"height": shape[0], "width": shape[1]}
         record.extra["pixel_spacing_mm"] = DOMAINS[args.domain].spacing_mm(shape[0])

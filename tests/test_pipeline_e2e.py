@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import pipeline
+from common import pipeline, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE9 = ("baseline", "baseline+radiomics", "finetune-config1", "finetune-config2")
@@ -89,3 +89,15 @@ def test_two_runs_give_identical_model_figures(ci_run, tmp_path):
     assert json.dumps(second["models"], sort_keys=True) == json.dumps(first["models"], sort_keys=True)
     for name in ("infer-ab-hospital", "finetune1-stage2", "radiomics"):
         assert (second_dir / name / "scores.csv").read_bytes() == (ci_run[0] / name / "scores.csv").read_bytes(), name
+
+
+@pytest.mark.slow
+def test_another_profile_on_a_finished_work_folder_reuses_nothing(ci_run):
+    """The reported bug: `pipeline run --profile demo` on a ci work folder skipped every task."""
+    workdir, _, _ = ci_run
+    assert runner.decide(pipeline.tasks("synthetic", "ci"), workdir) == [None] * len(pipeline.tasks("synthetic", "ci"))
+    reasons = dict(zip([t.name for t in pipeline.tasks("synthetic", "demo")],
+                       runner.decide(pipeline.tasks("synthetic", "demo"), workdir), strict=True))
+    assert all(reasons.values()), reasons
+    assert reasons["synth-film"].startswith("changed: argument --patients, profile synth.patients.film, ")
+    assert reasons["report"].startswith("preprocess-film reruns (and ")

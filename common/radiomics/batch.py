@@ -10,7 +10,6 @@ goes on, also when it takes its worker process down (common.workers retries the 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from common import burned_in
 from common.artifacts import atomic_write_bytes, one_line
+from common.progress import progress_bar
 from common.radiomics.density import dense_tissue
 from common.radiomics.features import FEATURE_NAMES, extract_features
 from common.radiomics.segmentation import overlay, segment_breast
@@ -115,7 +114,7 @@ def _init_worker() -> None:
 def run_all(tasks: list[ImageTask], workers: int | None) -> Iterator[dict[str, Any]]:
     """Results in task order."""
     workers = worker_count(workers, len(tasks))
-    progress = tqdm(total=len(tasks), unit="image", desc="radiomics", disable=not sys.stderr.isatty())
+    progress = progress_bar(len(tasks), "radiomics", "image")
     with progress:
         if workers == 1:
             for task in tasks:

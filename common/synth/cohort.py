@@ -21,9 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from common.artifacts import atomic_write_bytes, atomic_write_csv
+from common.progress import progress_bar
 from common.synth.anatomy import SIDES, VIEWS, ViewPhantom, build_view, sample_breast
 from common.synth.dicom_writer import ViewIdentity, mammogram_bytes
 from common.synth.domains import DOMAINS, Domain, render
@@ -137,7 +137,7 @@ def synthesize_cohort(
     workers = min(workers or os.cpu_count() or 1, patients)
     results = []
     with (
-        tqdm(total=patients, unit="patient", desc=f"synth {domain}", disable=not progress) as bar,
+        progress_bar(patients, f"synth {domain}", "patient", enabled=progress) as bar,
         ProcessPoolExecutor(workers, SPAWN, initializer=_single_threaded) if workers > 1 else nullcontext() as pool,
     ):
         for result in (pool.map if pool else map)(task, range(patients)):

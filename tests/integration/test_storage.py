@@ -104,7 +104,7 @@ def test_endpoint_down_mid_step_retries_then_fails_clearly(s3_server, s3_env, bu
     elapsed = time.time() - started
 
     assert result.returncode == 2, result.stderr
-    last = result.stderr.strip().splitlines()[-2]  # the final line is the CLI's timing
+    last = result.stderr.strip().splitlines()[-1]  # the refusal is the last line: no timing after a failure
     assert last.startswith("mammo fake: S3 endpoint http://127.0.0.1:") and "unreachable after 3 attempts" in last
     assert "Traceback" not in result.stderr
     assert "(attempt 1/3)" in result.stderr and "(attempt 2/3)" in result.stderr
