@@ -29,6 +29,9 @@ from common import __version__
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
 from common.profile import load_profile
 
+# The namespace the kustomize base installs into (service account, artifact repository, S3 Secret). The Workflow
+# names it itself: the argo CLI submits a manifest into its metadata.namespace, else into the kube context's.
+NAMESPACE = "mammo"
 NAMESPACE_SERVICE_ACCOUNT = "mammo-workflow"
 ARTIFACT_REPOSITORY = m.ArtifactRepositoryRef(config_map="artifact-repositories", key="default-v1")
 WORK = "/work"
@@ -36,10 +39,14 @@ RUN_AS = 10001
 DEFAULT_PROFILE = "demo"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
+# What a GPU step asks for when it runs on a CPU node instead (kind, CPU clusters): a GPU step's 4 CPUs would
+# keep it Pending on a small node, and without the GPU the step is slow whatever it reserves.
+CPU_FALLBACK_CPU = "1"
 # Strategic-merge patch that takes a GPU template back to a plain CPU pod (null deletes a field). Written
 # with spaces between closing braces because Argo's template tags end at the first double brace.
 CPU_PATCH = json.dumps({"nodeSelector": None, "containers": [
-    {"name": "main", "resources": {"limits": {GPU_RESOURCE: None}}}]}).replace("}}", "} }").replace("}}", "} }")
+    {"name": "main", "resources": {"requests": {"cpu": CPU_FALLBACK_CPU}, "limits": {GPU_RESOURCE: None}}}]}
+).replace("}}", "} }").replace("}}", "} }")
 HEADER = "# Rendered by `make argo` (python -m common.argo_render) from common/pipeline.py - do not edit by hand.\n"
 
 
@@ -101,10 +108,14 @@ def _image(step: str, gpu: bool) -> str:
 
 
 def _env(task_name: str, extra: Iterable[m.EnvVar] = ()) -> list[m.EnvVar]:
+    """Every step gets the storage region: boto3 falls back to us-east-1 without it, wrong for any other region."""
+    region = m.EnvVarSource(config_map_key_ref=m.ConfigMapKeySelector(name="mammo-storage", key="region"))
     return [
         m.EnvVar(name="PUSHGATEWAY_URL", value=_param("pushgateway-url")),
         m.EnvVar(name="PIPELINE_ID", value=_param("pipeline-id")),
         m.EnvVar(name="MAMMO_TASK", value=task_name),
+        m.EnvVar(name="AWS_REGION", value_from=region),
+        m.EnvVar(name="AWS_DEFAULT_REGION", value_from=region),
         *extra,
     ]
 
@@ -135,9 +146,14 @@ def _metrics(label: str) -> m.Metrics:
 
 def _retry() -> m.RetryStrategy:
     """Retries pod-level errors (node lost, preempted GPU, eviction), not a step's own failures:
-    exit code 2 means unusable input, which a retry cannot fix; storage faults are retried in-process."""
+    exit code 2 means unusable input, which a retry cannot fix; storage faults are retried in-process.
+
+    No backoff.maxDuration: the controller measures it from the first attempt's start, so with any value below
+    the step's own deadline a training step failing after that long is never retried, and a retry's pod is
+    killed at first start + maxDuration. Each attempt is bounded by the template's activeDeadlineSeconds, the
+    number of attempts by the limit, and the whole run by the workflow's deadline."""
     return m.RetryStrategy(limit=m.IntOrString(2), retry_policy="OnError",
-                           backoff=m.Backoff(duration="1m", factor=m.IntOrString(2), max_duration="30m"))
+                           backoff=m.Backoff(duration="1m", factor=m.IntOrString(2)))
 
 
 def _resources(task: Task) -> m.ResourceRequirements:
@@ -286,12 +302,14 @@ def _metadata(**fields: Any) -> m.ObjectMeta:
 
 def full_pipeline() -> m.Workflow:
     return m.Workflow(api_version="argoproj.io/v1alpha1", kind="Workflow",
-                      metadata=_metadata(generate_name="mammo-full-pipeline-"), spec=pipeline_spec())
+                      metadata=_metadata(generate_name="mammo-full-pipeline-", namespace=NAMESPACE),
+                      spec=pipeline_spec())
 
 
 def full_pipeline_template() -> m.WorkflowTemplate:
     return m.WorkflowTemplate(api_version="argoproj.io/v1alpha1", kind="WorkflowTemplate",
-                              metadata=_metadata(name="mammo-full-pipeline"), spec=pipeline_spec())
+                              metadata=_metadata(name="mammo-full-pipeline", namespace=NAMESPACE),
+                              spec=pipeline_spec())
 
 
 def _retrain_parameters() -> list[m.Parameter]:
@@ -348,7 +366,8 @@ def retrain_cron() -> m.CronWorkflow:
     )
     spec = _workflow_spec("retrain", [retrain, _exit_handler()], _retrain_parameters(), deadline_seconds=48 * 3600)
     return m.CronWorkflow(
-        api_version="argoproj.io/v1alpha1", kind="CronWorkflow", metadata=_metadata(name="mammo-retrain"),
+        api_version="argoproj.io/v1alpha1", kind="CronWorkflow",
+        metadata=_metadata(name="mammo-retrain", namespace=NAMESPACE),
         spec=m.CronWorkflowSpec(
             schedules=["0 3 * * 1"], timezone="Etc/UTC", concurrency_policy="Forbid",
             starting_deadline_seconds=3600, successful_jobs_history_limit=5, failed_jobs_history_limit=5,

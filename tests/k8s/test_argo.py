@@ -98,7 +98,8 @@ def test_full_pipeline_has_the_card_steps_with_gpus_and_s3_artifacts():
 def test_cpu_switch_patch_is_json_and_survives_argo_templating():
     patch = json.loads(argo_render.CPU_PATCH)
     assert patch["nodeSelector"] is None
-    assert patch["containers"][0] == {"name": "main", "resources": {"limits": {"nvidia.com/gpu": None}}}
+    assert patch["containers"][0] == {"name": "main", "resources": {"requests": {"cpu": argo_render.CPU_FALLBACK_CPU},
+                                                                   "limits": {"nvidia.com/gpu": None}}}
     assert "}}" not in argo_render.CPU_PATCH  # Argo's template tag would end there
 
 

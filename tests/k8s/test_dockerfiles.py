@@ -66,7 +66,8 @@ def test_bases_are_pinned_and_nothing_secret_is_baked_in(dockerfile):
     text = (ROOT / dockerfile).read_text()
     assert not re.search(r"(?im)^\s*(ENV|ARG)\s+\S*(KEY|SECRET|PASSWORD|TOKEN)", text)
     copied = re.findall(r"^COPY (?!--from)(.+?) \S+$", text, re.MULTILINE)
-    assert {p for line in copied for p in line.split()} <= {"constraints.txt", "pyproject.toml", "common", "jobs"}
+    assert {p for line in copied for p in line.split()} <= {"constraints.txt", "constraints-gpu.txt", "pyproject.toml",
+                                                             "common", "jobs"}
     assert "-c constraints.txt" in text or "constraints.txt" in text
 
 
