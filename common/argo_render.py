@@ -39,6 +39,8 @@ RUN_AS = 10001
 DEFAULT_PROFILE = "demo"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
+# Training steps mirror over every GPU of their pod (common.distribute); the `gpus` parameter says how many.
+MULTI_GPU_STEPS = ("pretrain", "finetune-stage1", "finetune-stage2")
 # What a GPU step asks for when it runs on a CPU node instead (kind, CPU clusters): a GPU step's 4 CPUs would
 # keep it Pending on a small node, and without the GPU the step is slow whatever it reserves.
 CPU_FALLBACK_CPU = "1"
@@ -81,6 +83,8 @@ def _pipeline_parameters() -> list[m.Parameter]:
          ["synthetic", "real"]),
         ("profile", DEFAULT_PROFILE, "settings profile (full needs GPUs; ci: wiring check)", ["full", "demo", "ci"]),
         ("gpu", "true", "false runs the GPU steps on CPU nodes with the CPU images (kind)", ["true", "false"]),
+        ("gpus", "1", "GPUs per training pod (MirroredStrategy over them; the global batch stays the profile's)",
+         None),
         ("hospital-dicom", "hospital/dicom/", "real mode: S3 key (folder, ending in /) of the hospital's DICOMs", None),
         ("hospital-cohort", "hospital/cohort.csv", "real mode: S3 key of the hospital's cohort.csv", None),
         ("checkpoint", "checkpoints/inbreast_vgg16_512x1.h5", "real mode: S3 key of the published End2End .h5", None),
@@ -160,7 +164,7 @@ def _resources(task: Task) -> m.ResourceRequirements:
     res = task.resources
     limits = {"memory": m.Quantity(res.memory_limit)}
     if res.gpu:
-        limits[GPU_RESOURCE] = m.Quantity("1")
+        limits[GPU_RESOURCE] = m.Quantity(_param("gpus") if task.step in MULTI_GPU_STEPS else "1")
     return m.ResourceRequirements(requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
                                   limits=limits)
 

@@ -116,3 +116,12 @@ def test_cron_workflow_is_argo_4():
 
 def test_template_and_workflow_share_one_spec():
     assert load("full-pipeline.yaml")["spec"] == load("full-pipeline-template.yaml")["spec"]
+
+
+def test_training_steps_take_the_gpu_count_from_a_parameter():
+    spec = load("full-pipeline.yaml")["spec"]
+    limits = {t["container"]["args"][0]: t["container"]["resources"]["limits"].get("nvidia.com/gpu")
+              for t in spec["templates"] if "container" in t and t["container"].get("command") == ["mammo"]}
+    assert {limits[s] for s in ("pretrain", "finetune-stage1", "finetune-stage2")} == {"{{workflow.parameters.gpus}}"}
+    assert limits["baseline-infer"] == "1"
+    assert {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}["gpus"] == "1"
