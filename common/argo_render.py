@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hera.workflows import models as m
 
-from common import __version__
+from common import __version__, shards
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
 from common.profile import load_profile
 
@@ -85,6 +86,7 @@ def _pipeline_parameters() -> list[m.Parameter]:
         ("gpu", "true", "false runs the GPU steps on CPU nodes with the CPU images (kind)", ["true", "false"]),
         ("gpus", "1", "GPUs per training pod (MirroredStrategy over them; the global batch stays the profile's)",
          None),
+        ("shards", "4", "pods per sharded CPU step (preprocess, radiomics); fewer when the data is small", None),
         ("hospital-dicom", "hospital/dicom/", "real mode: S3 key (folder, ending in /) of the hospital's DICOMs", None),
         ("hospital-cohort", "hospital/cohort.csv", "real mode: S3 key of the hospital's cohort.csv", None),
         ("checkpoint", "checkpoints/inbreast_vgg16_512x1.h5", "real mode: S3 key of the published End2End .h5", None),
@@ -224,17 +226,107 @@ def _step_template(task: Task, template_name: str) -> m.Template:
 def _dag(name: str, plan: list[Task], template_names: dict[str, str]) -> m.Template:
     dag_tasks = []
     for task in plan:
-        switch = _conditional(task.name)
-        arguments = [m.Artifact(name=u, from_=_tag(f"tasks.{u}.outputs.artifacts.out"))
-                     for u in task.depends if not (_conditional(u) and not _conditional(task.name))]
-        dag_tasks.append(m.DAGTask(
-            name=task.name,
-            template=template_names[task.name],
-            depends=" && ".join(task.depends) or None,
-            when=f"{_param(switch)} == true" if switch else None,
-            arguments=m.Arguments(artifacts=arguments) if arguments else None,
-        ))
+        if shards.is_sharded(task.step):
+            dag_tasks += _sharded_dag_tasks(task, template_names[task.name])
+        else:
+            dag_tasks.append(_dag_task(task, task.name, template_names[task.name]))
     return m.Template(name=name, dag=m.DAGTemplate(tasks=dag_tasks))
+
+
+def _dag_task(task: Task, name: str, template: str, after: tuple[str, ...] = (), **fields: Any) -> m.DAGTask:
+    switch = _conditional(task.name)
+    arguments = [m.Artifact(name=u, from_=_tag(f"tasks.{u}.outputs.artifacts.out"))
+                 for u in task.depends if not (_conditional(u) and not _conditional(task.name))]
+    parameters = fields.pop("parameters", None)
+    return m.DAGTask(
+        name=name,
+        template=template,
+        depends=" && ".join(dict.fromkeys((*task.depends, *after))) or None,
+        when=f"{_param(switch)} == true" if switch else None,
+        arguments=m.Arguments(artifacts=arguments or None, parameters=parameters) if arguments or parameters else None,
+        **fields,
+    )
+
+
+# --- Sharded CPU steps: plan -> shards (withParam fan-out) -> merge, named <task>-plan, <task>-shard, <task> ----
+
+def _templates(task: Task, name: str) -> list[m.Template]:
+    if not shards.is_sharded(task.step):
+        return [_step_template(task, name)]
+    return [_merge_template(task, name), _plan_template(task, name), _shard_template(task, name)]
+
+
+def _shards_path(task: Task) -> str:
+    return f"{WORK}/{task.name}{shards.SHARDS_SUFFIX}"
+
+
+def _size_source(task: Task) -> tuple[str | None, str]:
+    """(upstream task or None, S3 key) of the small table the plan pod counts."""
+    sharded = shards.SHARDED_STEPS[task.step]
+    value = dict(task.args)[sharded.size_arg]
+    if isinstance(value, Param):
+        return None, _param(argo_name(value.name))
+    path = "/".join(part for part in (value.path, sharded.size_file) if part)
+    return value.task, _tag("workflow.name") + f"/{value.task}/{path}"
+
+
+def _plan_template(task: Task, name: str) -> m.Template:
+    rows = f"{WORK}/plan/rows.csv"
+    return m.Template(
+        name=f"{name}-plan",
+        inputs=m.Inputs(artifacts=[m.Artifact(name="rows", path=rows, s3=m.S3Artifact(key=_size_source(task)[1]))]),
+        outputs=m.Outputs(parameters=[m.Parameter(name="shards", value_from=m.ValueFrom(path="/tmp/plan.json"))]),
+        container=m.Container(
+            image=_image(task.step, gpu=False), command=["mammo"],
+            args=["shard-plan", "--step", task.step, "--rows", rows, "--shards", _param("shards"),
+                  "--plan", "/tmp/plan.json"],
+            env=_env(f"{task.name}-plan"),
+            resources=m.ResourceRequirements(requests={"cpu": m.Quantity("100m"), "memory": m.Quantity("256Mi")},
+                                             limits={"memory": m.Quantity("1Gi")}),
+            volume_mounts=_mounts(), security_context=_container_security()),
+        retry_strategy=_retry(),
+        active_deadline_seconds=m.IntOrString(600),
+    )
+
+
+def _shard_template(task: Task, name: str) -> m.Template:
+    """The task's own template, run on shard {{inputs.parameters.index}} of {{inputs.parameters.count}}."""
+    index, count = _tag("inputs.parameters.index"), _tag("inputs.parameters.count")
+    template = _step_template(task, f"{name}-shard")
+    out = f"{_shards_path(task)}/{index}"
+    template.container.args = shards.shard_argv(template.container.args, _shards_path(task), index, count)
+    template.container.env = _env(f"{task.name}-shard-{index}")  # its own Pushgateway group
+    template.inputs.parameters = [m.Parameter(name="index"), m.Parameter(name="count")]
+    template.outputs = m.Outputs(artifacts=[m.Artifact(
+        name="out", path=out, archive=m.ArchiveStrategy(none=m.NoneStrategy()),
+        s3=m.S3Artifact(key=_tag("workflow.name") + f"/{task.name}{shards.SHARDS_SUFFIX}/{index}/"))])
+    return template
+
+
+def _merge_task(task: Task) -> Task:
+    """The task as its merge runs it: without the inputs only shards read, with the shards folder."""
+    drops = shards.SHARDED_STEPS[task.step].merge_drops
+    args = tuple(arg for arg in task.args if arg[0] not in drops)
+    return replace(task, args=(*args, ("--merge-shards", _shards_path(task))))
+
+
+def _merge_template(task: Task, name: str) -> m.Template:
+    template = _step_template(_merge_task(task), name)
+    shards_key = _tag("workflow.name") + f"/{task.name}{shards.SHARDS_SUFFIX}/"
+    template.inputs.artifacts = [*(template.inputs.artifacts or []),
+                                 m.Artifact(name="shards", path=_shards_path(task), s3=m.S3Artifact(key=shards_key))]
+    return template
+
+
+def _sharded_dag_tasks(task: Task, template: str) -> list[m.DAGTask]:
+    upstream, _ = _size_source(task)
+    plan = m.DAGTask(name=f"{task.name}-plan", template=f"{template}-plan", depends=upstream)
+    shard = _dag_task(task, f"{task.name}-shard", f"{template}-shard", after=(plan.name,),
+                      with_param=_tag(f"tasks.{plan.name}.outputs.parameters.shards"),
+                      parameters=[m.Parameter(name="index", value=_tag("item.index")),
+                                  m.Parameter(name="count", value=_tag("item.count"))])
+    merge = _dag_task(_merge_task(task), task.name, template, after=(shard.name,))
+    return [plan, shard, merge]
 
 
 def _exit_handler() -> m.Template:
@@ -264,14 +356,14 @@ def pipeline_spec() -> m.WorkflowSpec:
     for mode, plan in plans.items():
         names: dict[str, str] = {}
         for task in plan:
-            candidate = _step_template(task, task.name)
-            existing = templates.get(task.name)
-            if existing is None or existing == candidate:
+            candidates = _templates(task, task.name)
+            existing = [templates.get(t.name) for t in candidates]
+            if existing == [None] * len(candidates) or existing == candidates:
                 names[task.name] = task.name
             else:
                 names[task.name] = f"{task.name}-{mode}"
-                candidate = _step_template(task, names[task.name])
-            templates[names[task.name]] = candidate
+                candidates = _templates(task, names[task.name])
+            templates.update({t.name: t for t in candidates})
         dags.append(_dag(mode, plan, names))
     entry = m.Template(name="pipeline", dag=m.DAGTemplate(tasks=[
         m.DAGTask(name=mode, template=mode, when=f"'{_param('mode')}' == '{mode}'") for mode in plans]))

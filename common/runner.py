@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import shards
 from common.artifacts import SUCCESS, atomic_write_json
 from common.pipeline import Task
 
@@ -40,12 +41,15 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print) -> dict[str,
             continue
         echo(f"{prefix}: mammo {' '.join(task.argv(workdir))}")
         started, cpu_before = time.time(), _children_cpu_seconds()
-        argv = [sys.executable, "-m", "jobs.cli", *task.argv(workdir)]
-        result = subprocess.run(argv, env=_child_env(task.name))
+        if shards.is_sharded(task.step):  # the same shard plan as on Argo, shards as parallel processes
+            returncode = shards.run_local(task.step, task.argv(workdir), _child_env(task.name), echo)
+        else:
+            argv = [sys.executable, "-m", "jobs.cli", *task.argv(workdir)]
+            returncode = subprocess.run(argv, env=_child_env(task.name)).returncode
         timings[task.name] = round(time.time() - started, 1)
         cpu[task.name] = round(_children_cpu_seconds() - cpu_before, 1)
-        if result.returncode != 0:
-            raise TaskFailed(f"task {task.name} failed with exit code {result.returncode}; rerun to resume")
+        if returncode != 0:
+            raise TaskFailed(f"task {task.name} failed with exit code {returncode}; rerun to resume")
         echo(f"{prefix}: finished in {timings[task.name]:.1f}s")
     _record_timings(workdir, timings)
     _record_timings(workdir, cpu, CPU_SECONDS)

@@ -81,7 +81,10 @@ def test_full_pipeline_has_the_card_steps_with_gpus_and_s3_artifacts():
     for mode in ("synthetic", "real"):
         steps = {templates[t["template"]]["container"]["args"][0] for t in templates[mode]["dag"]["tasks"]}
         assert CARD_STEPS <= steps, mode
-    assert {t["name"] for t in templates["synthetic"]["dag"]["tasks"]} == {t.name for t in tasks("synthetic", "ci")}
+    sharded = {f"{t.name}-{part}" for t in tasks("synthetic", "ci") if t.step in ("preprocess", "radiomics")
+               for part in ("plan", "shard")}
+    expected = {t.name for t in tasks("synthetic", "ci")} | sharded
+    assert {t["name"] for t in templates["synthetic"]["dag"]["tasks"]} == expected
     gpu = [t for t in templates.values() if "container" in t
            and "nvidia.com/gpu" in t["container"].get("resources", {}).get("limits", {})]
     assert {t["container"]["args"][0] for t in gpu} == {"pretrain", "baseline-infer", "finetune-stage1",
@@ -125,3 +128,30 @@ def test_training_steps_take_the_gpu_count_from_a_parameter():
     assert {limits[s] for s in ("pretrain", "finetune-stage1", "finetune-stage2")} == {"{{workflow.parameters.gpus}}"}
     assert limits["baseline-infer"] == "1"
     assert {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}["gpus"] == "1"
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "real"])
+def test_preprocess_and_radiomics_fan_out_over_a_shard_plan_and_merge(mode):
+    spec = load("full-pipeline.yaml")["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    dag = {t["name"]: t for t in templates[mode]["dag"]["tasks"]}
+    sharded = [name for name in dag if name.startswith("preprocess-") and not name.endswith(("-plan", "-shard"))]
+    for name in [*sharded, "radiomics"]:
+        plan, shard, merge = dag[f"{name}-plan"], dag[f"{name}-shard"], dag[name]
+        plan_template = templates[plan["template"]]
+        assert plan_template["container"]["args"][:3] == ["shard-plan", "--step", name.split("-")[0]]
+        assert plan_template["outputs"]["parameters"][0]["valueFrom"]["path"] == "/tmp/plan.json"
+        assert shard["withParam"] == f"{{{{tasks.{name}-plan.outputs.parameters.shards}}}}"
+        assert f"{name}-plan" in shard["depends"] and f"{name}-shard" in merge["depends"]
+        shard_args = templates[shard["template"]]["container"]["args"]
+        assert shard_args[-2:] == ["--shard", "{{inputs.parameters.index}}/{{inputs.parameters.count}}"]
+        shard_key = templates[shard["template"]]["outputs"]["artifacts"][0]["s3"]["key"]
+        assert shard_key == f"{{{{workflow.name}}}}/{name}.shards/{{{{inputs.parameters.index}}}}/"
+        merge_template = templates[merge["template"]]
+        args = merge_template["container"]["args"]
+        assert args[args.index("--merge-shards") + 1] == f"/work/{name}.shards"
+        assert "--input" not in args  # the merge never downloads the DICOMs again
+        inputs = {a["name"]: a for a in merge_template["inputs"]["artifacts"]}
+        assert inputs["shards"]["s3"]["key"] == f"{{{{workflow.name}}}}/{name}.shards/"
+        assert merge_template["outputs"]["artifacts"][0]["path"] == f"/work/{name}"  # downstream sees one folder
+    assert {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}["shards"] == "4"
