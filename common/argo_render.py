@@ -3,7 +3,8 @@
 `python -m common.argo_render argo/ [manifests/base/]` (what `make argo` runs) writes
 - `full-pipeline.yaml`: a Workflow, submittable as is (`argo submit argo/full-pipeline.yaml -p ...`),
 - `full-pipeline-template.yaml`: a WorkflowTemplate with the same spec (installed by the kustomize base),
-- `retrain-cron.yaml`: the CronWorkflow of scheduled retraining (`mammo retrain`),
+- `retrain-cron.yaml`: the CronWorkflow of scheduled retraining, a DAG of the same step templates
+  (common.retrain_dag; `mammo retrain` runs that DAG locally),
 and copies the last two into the kustomize base, which cannot reference files outside its own folder.
 
 One container template per task: its command line is exactly `Task.argv("/work")`, its inputs are the
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 from hera.workflows import models as m
 
-from common import __version__, shards
+from common import __version__, retrain_dag, shards
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
 from common.profile import load_profile
 
@@ -109,6 +110,7 @@ def _pipeline_parameters() -> list[m.Parameter]:
 
 
 def _image(step: str, gpu: bool) -> str:
+    step = retrain_dag.IMAGES.get(step, step)
     base = f"{_param('image-registry')}/mammo-{step}:{_param('image-tag')}"
     return base + _gpu_switch("-gpu", "") if gpu else base
 
@@ -411,7 +413,7 @@ def full_pipeline_template() -> m.WorkflowTemplate:
 def _retrain_parameters() -> list[m.Parameter]:
     rows = [
         ("profile", DEFAULT_PROFILE, "settings profile", ["full", "demo", "ci"]),
-        ("gpu", "true", "false runs the retraining on a CPU node with the CPU image", ["true", "false"]),
+        ("gpu", "true", "false runs the GPU steps on CPU nodes with the CPU images (kind)", ["true", "false"]),
         ("hospital", "s3://mammo/hospital/incoming/", "where the hospital drops new studies (one folder each)"),
         ("cohort", "s3://mammo/hospital/cohort.csv", "the hospital's cohort.csv covering every study"),
         ("registry", "s3://mammo/models/", "model registry (models/<id>/, champion.json)"),
@@ -419,6 +421,10 @@ def _retrain_parameters() -> list[m.Parameter]:
         ("min-new-studies", "20", "fewer new studies than this end the run early"),
         ("margin", "0.02", "non-inferiority margin on the AUC difference challenger - champion"),
         ("finetune-config", "2", "stage-1 configuration used to fine-tune the challenger", ["1", "2"]),
+        ("alpha", "0.05", "one-sided level of the non-inferiority test"),
+        ("seed-champion", "", "s3:// model folder registered as champion when the registry has none (first run)"),
+        ("shards", "4", "pods per sharded CPU step (preprocess of the new studies)"),
+        ("gpus", "1", "GPUs per fine-tuning pod (MirroredStrategy; the global batch stays the profile's)"),
         ("image-registry", "localhost:5000", "registry holding the mammo-<step> images"),
         ("image-tag", __version__, "image version tag; GPU images add -gpu"),
         ("pushgateway-url", "http://mammo-pushgateway:9091", "Prometheus Pushgateway"),
@@ -427,15 +433,9 @@ def _retrain_parameters() -> list[m.Parameter]:
     return [m.Parameter(name=r[0], value=r[1], description=r[2], enum=r[3] if len(r) > 3 else None) for r in rows]
 
 
-def retrain_argv() -> list[str]:
-    return ["retrain", "--hospital", _param("hospital"), "--cohort", _param("cohort"),
-            "--registry", _param("registry"), "--state", _param("state"),
-            "--min-new-studies", _param("min-new-studies"), "--margin", _param("margin"),
-            "--config", _param("finetune-config"), "--work", f"{WORK}/retrain",
-            "--out", _param("state") + "runs/" + _tag("workflow.name") + "/", "--profile", _param("profile")]
-
-
 def retrain_cron() -> m.CronWorkflow:
+    """Scheduled retraining as a DAG of the pipeline's step templates (common.retrain_dag); every task after
+    `discover` runs only when discover found enough new studies."""
     storage_env = [
         m.EnvVar(name="AWS_ACCESS_KEY_ID", value_from=m.EnvVarSource(
             secret_key_ref=m.SecretKeySelector(name="mammo-s3", key="accesskey"))),
@@ -444,23 +444,28 @@ def retrain_cron() -> m.CronWorkflow:
         m.EnvVar(name="AWS_ENDPOINT_URL", value_from=m.EnvVarSource(
             config_map_key_ref=m.ConfigMapKeySelector(name="mammo-storage", key="endpoint", optional=True))),
     ]
-    retrain = m.Template(
-        name="retrain",
-        container=m.Container(
-            image=_image("retrain", gpu=True), command=["mammo"], args=retrain_argv(),
-            env=_env("retrain", storage_env),
-            resources=m.ResourceRequirements(
-                requests={"cpu": m.Quantity("4"), "memory": m.Quantity("4Gi")},
-                limits={"memory": m.Quantity("48Gi"), GPU_RESOURCE: m.Quantity("1")}),
-            volume_mounts=_mounts(), security_context=_container_security()),
-        node_selector={GPU_NODE_LABEL: "true"},
-        tolerations=[m.Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
-        pod_spec_patch=_gpu_switch("{}", CPU_PATCH),
-        retry_strategy=_retry(),
-        active_deadline_seconds=m.IntOrString(36 * 3600),
-        metrics=_metrics("retrain"),
-    )
-    spec = _workflow_spec("retrain", [retrain, _exit_handler()], _retrain_parameters(), deadline_seconds=48 * 3600)
+    plan = retrain_dag.retrain_tasks(DEFAULT_PROFILE)
+    templates = [t for task in plan for t in _templates(task, task.name)]
+    for template in templates:
+        template.container.env = [*template.container.env, *storage_env]
+        # The run id is the workflow's name (unique per run, and the artifact keys' prefix already).
+        template.container.args = [arg.replace(_param("run-id"), _tag("workflow.name"))
+                                   for arg in template.container.args]
+    discover = next(t for t in templates if t.name == retrain_dag.DISCOVER)
+    discover.outputs.parameters = [m.Parameter(name="proceed", value_from=m.ValueFrom(
+        path=f"{WORK}/{retrain_dag.DISCOVER}/proceed.txt"))]
+    proceed = f"{_tag(f'tasks.{retrain_dag.DISCOVER}.outputs.parameters.proceed')} == true"
+    dag_tasks = []
+    for task in plan:
+        made = _sharded_dag_tasks(task, task.name) if shards.is_sharded(task.step) else \
+            [_dag_task(task, task.name, task.name)]
+        for dag_task in made:
+            if task.name != retrain_dag.DISCOVER:
+                dag_task.when = proceed
+        dag_tasks += made
+    entry = m.Template(name="retrain", dag=m.DAGTemplate(tasks=dag_tasks))
+    spec = _workflow_spec("retrain", [entry, *templates, _exit_handler()], _retrain_parameters(),
+                          deadline_seconds=4 * 24 * 3600)
     return m.CronWorkflow(
         api_version="argoproj.io/v1alpha1", kind="CronWorkflow",
         metadata=_metadata(name="mammo-retrain", namespace=NAMESPACE),

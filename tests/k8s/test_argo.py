@@ -110,11 +110,42 @@ def test_cron_workflow_is_argo_4():
     cron = load("retrain-cron.yaml")
     assert cron["kind"] == "CronWorkflow" and "schedule" not in cron["spec"]
     assert cron["spec"]["schedules"] and cron["spec"]["concurrencyPolicy"] == "Forbid"
-    container = workflow_spec(cron)["templates"][0]["container"]
-    assert container["args"][0] == "retrain"
-    env = {e["name"]: e for e in container["env"]}
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mammo-s3"
-    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    for template in workflow_spec(cron)["templates"]:
+        if template.get("container", {}).get("command") != ["mammo"]:
+            continue
+        env = {e["name"]: e for e in template["container"]["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mammo-s3"
+        assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_retraining_is_a_dag_of_the_pipeline_step_templates():
+    """discover -> preprocess the new studies (sharded) -> data -> split (locked) -> fine-tune -> score both -> gate,
+    with the full pipeline's templates for the shared steps (same image, resources, retries, GPU handling)."""
+    spec = workflow_spec(load("retrain-cron.yaml"))
+    templates = {t["name"]: t for t in spec["templates"]}
+    dag = {t["name"]: t for t in templates[spec["entrypoint"]]["dag"]["tasks"]}
+    steps = {name: templates[t["template"]]["container"]["args"][0] for name, t in dag.items()}
+    assert steps == {"discover": "retrain-discover", "preprocess-new-plan": "shard-plan",
+                     "preprocess-new-shard": "preprocess", "preprocess-new": "preprocess",
+                     "training-data": "retrain-data", "split-hospital": "split",
+                     "challenger-stage1": "finetune-stage1", "challenger": "finetune-stage2",
+                     "score-champion": "baseline-infer", "score-challenger": "baseline-infer",
+                     "gate": "retrain-gate"}
+    assert all(t["when"] == "{{tasks.discover.outputs.parameters.proceed}} == true"
+               for name, t in dag.items() if name != "discover")
+    assert "challenger" in dag["gate"]["depends"] and "score-champion" in dag["gate"]["depends"]
+    split_args = templates[dag["split-hospital"]["template"]]["container"]["args"]
+    assert split_args[split_args.index("--previous") + 1] == "/work/discover/previous/split/split.csv"
+    pipeline = {t["name"]: t for t in load("full-pipeline.yaml")["spec"]["templates"]}
+    for name, step in (("challenger", "finetune2-stage2"), ("split-hospital", "split-hospital")):
+        mine, theirs = templates[dag[name]["template"]], pipeline[step]
+        for key in ("retryStrategy", "activeDeadlineSeconds", "nodeSelector", "tolerations", "podSpecPatch"):
+            assert mine.get(key) == theirs.get(key), (name, key)
+        assert mine["container"]["image"] == theirs["container"]["image"]
+        assert mine["container"]["resources"] == theirs["container"]["resources"]
+    discover = templates[dag["discover"]["template"]]
+    assert "{{workflow.name}}" in discover["container"]["args"]
+    assert discover["outputs"]["parameters"][0]["valueFrom"]["path"] == "/work/discover/proceed.txt"
 
 
 def test_template_and_workflow_share_one_spec():
