@@ -41,7 +41,9 @@ def submissions(image: tuple[str, str], patients: dict[str, int], context: str =
                 retrain: dict[str, str] | None = None) -> list[Submission]:
     """The argo commands of a kind run (ci profile, CPU only, the images loaded into kind)."""
     registry, tag = image
-    common = ["-p", "profile=ci", "-p", "gpu=false", "-p", f"image-registry={registry}", "-p", f"image-tag={tag}"]
+    # Two shards per sharded step: a small node runs them side by side instead of queueing four.
+    common = ["-p", "profile=ci", "-p", "gpu=false", "-p", "shards=2", "-p", f"image-registry={registry}",
+              "-p", f"image-tag={tag}"]
     synthetic = [arg for d, n in patients.items() for arg in ("-p", f"synth-patients-{d}={n}")]
     base = ["argo", "--context", context, "-n", NAMESPACE, "submit"]
     retrain_args = [arg for k, v in (retrain or {}).items() for arg in ("-p", f"{k}={v}")]
