@@ -117,3 +117,27 @@ def test_local_rerun_redoes_only_the_failed_shard(tmp_path, dicoms, monkeypatch)
     whole = tmp_path / "whole"
     preprocess_folder(data, cohort, whole, "ci", workers=1)
     assert folder_contents(out) == folder_contents(whole)
+
+
+def test_shards_with_an_image_table_equal_one_unsharded_run(tmp_path, dicoms, capfd):
+    """With `mammo cohort`'s image table: its own rejections appear once, per-image labels survive the merge."""
+    data, cohort = dicoms
+    table = tmp_path / "image_table.csv"
+    table.write_text("file,patient_id,laterality,view,label\n"
+                     "C1/L_CC.dcm,C1,L,CC,1\nC1/R_CC.dcm,C1,R,CC,0\nC4/L_MLO.dcm,C4,L,MLO,0\nC4/R_MLO.dcm,C4,R,MLO,1\n"
+                     "missing.dcm,C4,L,CC,0\nC9/1.dcm,C9,L,CC,0\n")
+    whole = tmp_path / "whole"
+    preprocess_folder(data, cohort, whole, "ci", workers=1, image_table=table)
+    parts = tmp_path / "t.shards"
+    for index in range(2):
+        assert main(["preprocess", "--input", str(data), "--cohort", str(cohort), "--image-table", str(table),
+                     "--out", str(parts / str(index)), "--profile", "ci", "--workers", "1",
+                     "--shard", f"{index}/2"]) == 0
+    merged = tmp_path / "t"
+    assert main(["preprocess", "--merge-shards", str(parts), "--cohort", str(cohort), "--out", str(merged),
+                 "--profile", "ci"]) == 0
+    assert folder_contents(merged) == folder_contents(whole)
+    assert len((merged / "images.csv").read_text().splitlines()) == 1 + 4
+    assert "C1_R_CC,C1,R,CC,0" in (merged / "images.csv").read_text()  # the table's label, not the cohort's
+    rejected = (merged / "rejected.csv").read_text()
+    assert rejected.count("missing.dcm") == 1 and rejected.count("C9/1.dcm") == 1
