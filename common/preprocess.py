@@ -56,7 +56,8 @@ REJECTED_COLUMNS = ["file", "reason"]
 # A shard's unindexed rows: images.csv needs every shard (four views, ages, duplicates across shards).
 SHARD_ROWS = "rows.csv"
 ROW_COLUMNS = ["image_id", "patient_id", "laterality", "view", "label", "source_file", "original_height",
-               "original_width", "pixel_spacing_mm", "hires_spacing_mm", "flipped", "dicom_age", "order"]
+               "original_width", "pixel_spacing_mm", "hires_spacing_mm", "flipped", "burned_in_annotation", "dicom_age",
+               "order"]
 # PNG encoding is the largest cost per image after decoding. OpenCV's default is zlib's run-length strategy
 # (with the SUB row filter); it is pinned here because any explicit IMWRITE_PNG_COMPRESSION level switches
 # OpenCV to zlib's default strategy and adaptive filters. Measured on the 8 real files, both outputs of a
@@ -170,8 +171,9 @@ def merge_shards(folders: list[Path], cohort_path: str | Path, out_dir: str | Pa
     _clear_outputs(out)
     frames, rejected, files = [], [], 0
     for folder in folders:
-        frames.append(pd.read_csv(folder / SHARD_ROWS, dtype={"image_id": str, "patient_id": str,
-                                                               "source_file": str}).assign(_folder=str(folder)))
+        text = {"image_id": str, "patient_id": str, "source_file": str, "burned_in_annotation": str}
+        frames.append(pd.read_csv(folder / SHARD_ROWS, dtype=text, keep_default_na=False,
+                                  na_values={"pixel_spacing_mm": [""], "dicom_age": [""]}).assign(_folder=str(folder)))
         rejected.append(pd.read_csv(folder / "rejected.csv", dtype={"file": str, "reason": str}))
         files += int(json.loads((folder / SUCCESS).read_text())["counts"]["files"])
     everything = pd.concat(frames, ignore_index=True).sort_values("order", kind="stable")
