@@ -24,6 +24,7 @@ SCRIPTS = (
     "training_memory",
     "onednn_variation",
     "pipeline_walltime",
+    "growth",  # after pipeline_walltime: its projection reads the GPU costs that one writes
 )
 
 

@@ -3,7 +3,8 @@
 `python -m common.argo_render argo/ [manifests/base/]` (what `make argo` runs) writes
 - `full-pipeline.yaml`: a Workflow, submittable as is (`argo submit argo/full-pipeline.yaml -p ...`),
 - `full-pipeline-template.yaml`: a WorkflowTemplate with the same spec (installed by the kustomize base),
-- `retrain-cron.yaml`: the CronWorkflow of scheduled retraining (`mammo retrain`),
+- `retrain-cron.yaml`: the CronWorkflow of scheduled retraining, a DAG of the same step templates
+  (common.retrain_dag; `mammo retrain` runs that DAG locally),
 and copies the last two into the kustomize base, which cannot reference files outside its own folder.
 
 One container template per task: its command line is exactly `Task.argv("/work")`, its inputs are the
@@ -19,16 +20,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hera.workflows import models as m
 
-from common import __version__
+from common import __version__, retrain_dag, shards
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
 from common.profile import load_profile
 
+# The namespace the kustomize base installs into (service account, artifact repository, S3 Secret). The Workflow
+# names it itself: the argo CLI submits a manifest into its metadata.namespace, else into the kube context's.
+NAMESPACE = "mammo"
 NAMESPACE_SERVICE_ACCOUNT = "mammo-workflow"
 ARTIFACT_REPOSITORY = m.ArtifactRepositoryRef(config_map="artifact-repositories", key="default-v1")
 WORK = "/work"
@@ -36,10 +41,16 @@ RUN_AS = 10001
 DEFAULT_PROFILE = "demo"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
+# Training steps mirror over every GPU of their pod (common.distribute); the `gpus` parameter says how many.
+MULTI_GPU_STEPS = ("pretrain", "finetune-stage1", "finetune-stage2")
+# What a GPU step asks for when it runs on a CPU node instead (kind, CPU clusters): a GPU step's 4 CPUs would
+# keep it Pending on a small node, and without the GPU the step is slow whatever it reserves.
+CPU_FALLBACK_CPU = "1"
 # Strategic-merge patch that takes a GPU template back to a plain CPU pod (null deletes a field). Written
 # with spaces between closing braces because Argo's template tags end at the first double brace.
 CPU_PATCH = json.dumps({"nodeSelector": None, "containers": [
-    {"name": "main", "resources": {"limits": {GPU_RESOURCE: None}}}]}).replace("}}", "} }").replace("}}", "} }")
+    {"name": "main", "resources": {"requests": {"cpu": CPU_FALLBACK_CPU}, "limits": {GPU_RESOURCE: None}}}]}
+).replace("}}", "} }").replace("}}", "} }")
 HEADER = "# Rendered by `make argo` (python -m common.argo_render) from common/pipeline.py - do not edit by hand.\n"
 
 
@@ -74,6 +85,9 @@ def _pipeline_parameters() -> list[m.Parameter]:
          ["synthetic", "real"]),
         ("profile", DEFAULT_PROFILE, "settings profile (full needs GPUs; ci: wiring check)", ["full", "demo", "ci"]),
         ("gpu", "true", "false runs the GPU steps on CPU nodes with the CPU images (kind)", ["true", "false"]),
+        ("gpus", "1", "GPUs per training pod (MirroredStrategy over them; the global batch stays the profile's)",
+         None),
+        ("shards", "4", "pods per sharded CPU step (preprocess, radiomics); fewer when the data is small", None),
         ("hospital-dicom", "hospital/dicom/", "real mode: S3 key (folder, ending in /) of the hospital's DICOMs", None),
         ("hospital-cohort", "hospital/cohort.csv", "real mode: S3 key of the hospital's cohort.csv", None),
         ("checkpoint", "checkpoints/inbreast_vgg16_512x1.h5", "real mode: S3 key of the published End2End .h5", None),
@@ -96,15 +110,20 @@ def _pipeline_parameters() -> list[m.Parameter]:
 
 
 def _image(step: str, gpu: bool) -> str:
+    step = retrain_dag.IMAGES.get(step, step)
     base = f"{_param('image-registry')}/mammo-{step}:{_param('image-tag')}"
     return base + _gpu_switch("-gpu", "") if gpu else base
 
 
 def _env(task_name: str, extra: Iterable[m.EnvVar] = ()) -> list[m.EnvVar]:
+    """Every step gets the storage region: boto3 falls back to us-east-1 without it, wrong for any other region."""
+    region = m.EnvVarSource(config_map_key_ref=m.ConfigMapKeySelector(name="mammo-storage", key="region"))
     return [
         m.EnvVar(name="PUSHGATEWAY_URL", value=_param("pushgateway-url")),
         m.EnvVar(name="PIPELINE_ID", value=_param("pipeline-id")),
         m.EnvVar(name="MAMMO_TASK", value=task_name),
+        m.EnvVar(name="AWS_REGION", value_from=region),
+        m.EnvVar(name="AWS_DEFAULT_REGION", value_from=region),
         *extra,
     ]
 
@@ -135,16 +154,21 @@ def _metrics(label: str) -> m.Metrics:
 
 def _retry() -> m.RetryStrategy:
     """Retries pod-level errors (node lost, preempted GPU, eviction), not a step's own failures:
-    exit code 2 means unusable input, which a retry cannot fix; storage faults are retried in-process."""
+    exit code 2 means unusable input, which a retry cannot fix; storage faults are retried in-process.
+
+    No backoff.maxDuration: the controller measures it from the first attempt's start, so with any value below
+    the step's own deadline a training step failing after that long is never retried, and a retry's pod is
+    killed at first start + maxDuration. Each attempt is bounded by the template's activeDeadlineSeconds, the
+    number of attempts by the limit, and the whole run by the workflow's deadline."""
     return m.RetryStrategy(limit=m.IntOrString(2), retry_policy="OnError",
-                           backoff=m.Backoff(duration="1m", factor=m.IntOrString(2), max_duration="30m"))
+                           backoff=m.Backoff(duration="1m", factor=m.IntOrString(2)))
 
 
 def _resources(task: Task) -> m.ResourceRequirements:
     res = task.resources
     limits = {"memory": m.Quantity(res.memory_limit)}
     if res.gpu:
-        limits[GPU_RESOURCE] = m.Quantity("1")
+        limits[GPU_RESOURCE] = m.Quantity(_param("gpus") if task.step in MULTI_GPU_STEPS else "1")
     return m.ResourceRequirements(requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
                                   limits=limits)
 
@@ -204,17 +228,107 @@ def _step_template(task: Task, template_name: str) -> m.Template:
 def _dag(name: str, plan: list[Task], template_names: dict[str, str]) -> m.Template:
     dag_tasks = []
     for task in plan:
-        switch = _conditional(task.name)
-        arguments = [m.Artifact(name=u, from_=_tag(f"tasks.{u}.outputs.artifacts.out"))
-                     for u in task.depends if not (_conditional(u) and not _conditional(task.name))]
-        dag_tasks.append(m.DAGTask(
-            name=task.name,
-            template=template_names[task.name],
-            depends=" && ".join(task.depends) or None,
-            when=f"{_param(switch)} == true" if switch else None,
-            arguments=m.Arguments(artifacts=arguments) if arguments else None,
-        ))
+        if shards.is_sharded(task.step):
+            dag_tasks += _sharded_dag_tasks(task, template_names[task.name])
+        else:
+            dag_tasks.append(_dag_task(task, task.name, template_names[task.name]))
     return m.Template(name=name, dag=m.DAGTemplate(tasks=dag_tasks))
+
+
+def _dag_task(task: Task, name: str, template: str, after: tuple[str, ...] = (), **fields: Any) -> m.DAGTask:
+    switch = _conditional(task.name)
+    arguments = [m.Artifact(name=u, from_=_tag(f"tasks.{u}.outputs.artifacts.out"))
+                 for u in task.depends if not (_conditional(u) and not _conditional(task.name))]
+    parameters = fields.pop("parameters", None)
+    return m.DAGTask(
+        name=name,
+        template=template,
+        depends=" && ".join(dict.fromkeys((*task.depends, *after))) or None,
+        when=f"{_param(switch)} == true" if switch else None,
+        arguments=m.Arguments(artifacts=arguments or None, parameters=parameters) if arguments or parameters else None,
+        **fields,
+    )
+
+
+# --- Sharded CPU steps: plan -> shards (withParam fan-out) -> merge, named <task>-plan, <task>-shard, <task> ----
+
+def _templates(task: Task, name: str) -> list[m.Template]:
+    if not shards.is_sharded(task.step):
+        return [_step_template(task, name)]
+    return [_merge_template(task, name), _plan_template(task, name), _shard_template(task, name)]
+
+
+def _shards_path(task: Task) -> str:
+    return f"{WORK}/{task.name}{shards.SHARDS_SUFFIX}"
+
+
+def _size_source(task: Task) -> tuple[str | None, str]:
+    """(upstream task or None, S3 key) of the small table the plan pod counts."""
+    sharded = shards.SHARDED_STEPS[task.step]
+    value = dict(task.args)[sharded.size_arg]
+    if isinstance(value, Param):
+        return None, _param(argo_name(value.name))
+    path = "/".join(part for part in (value.path, sharded.size_file) if part)
+    return value.task, _tag("workflow.name") + f"/{value.task}/{path}"
+
+
+def _plan_template(task: Task, name: str) -> m.Template:
+    rows = f"{WORK}/plan/rows.csv"
+    return m.Template(
+        name=f"{name}-plan",
+        inputs=m.Inputs(artifacts=[m.Artifact(name="rows", path=rows, s3=m.S3Artifact(key=_size_source(task)[1]))]),
+        outputs=m.Outputs(parameters=[m.Parameter(name="shards", value_from=m.ValueFrom(path="/tmp/plan.json"))]),
+        container=m.Container(
+            image=_image(task.step, gpu=False), command=["mammo"],
+            args=["shard-plan", "--step", task.step, "--rows", rows, "--shards", _param("shards"),
+                  "--plan", "/tmp/plan.json"],
+            env=_env(f"{task.name}-plan"),
+            resources=m.ResourceRequirements(requests={"cpu": m.Quantity("100m"), "memory": m.Quantity("256Mi")},
+                                             limits={"memory": m.Quantity("1Gi")}),
+            volume_mounts=_mounts(), security_context=_container_security()),
+        retry_strategy=_retry(),
+        active_deadline_seconds=m.IntOrString(600),
+    )
+
+
+def _shard_template(task: Task, name: str) -> m.Template:
+    """The task's own template, run on shard {{inputs.parameters.index}} of {{inputs.parameters.count}}."""
+    index, count = _tag("inputs.parameters.index"), _tag("inputs.parameters.count")
+    template = _step_template(task, f"{name}-shard")
+    out = f"{_shards_path(task)}/{index}"
+    template.container.args = shards.shard_argv(template.container.args, _shards_path(task), index, count)
+    template.container.env = _env(f"{task.name}-shard-{index}")  # its own Pushgateway group
+    template.inputs.parameters = [m.Parameter(name="index"), m.Parameter(name="count")]
+    template.outputs = m.Outputs(artifacts=[m.Artifact(
+        name="out", path=out, archive=m.ArchiveStrategy(none=m.NoneStrategy()),
+        s3=m.S3Artifact(key=_tag("workflow.name") + f"/{task.name}{shards.SHARDS_SUFFIX}/{index}/"))])
+    return template
+
+
+def _merge_task(task: Task) -> Task:
+    """The task as its merge runs it: without the inputs only shards read, with the shards folder."""
+    drops = shards.SHARDED_STEPS[task.step].merge_drops
+    args = tuple(arg for arg in task.args if arg[0] not in drops)
+    return replace(task, args=(*args, ("--merge-shards", _shards_path(task))))
+
+
+def _merge_template(task: Task, name: str) -> m.Template:
+    template = _step_template(_merge_task(task), name)
+    shards_key = _tag("workflow.name") + f"/{task.name}{shards.SHARDS_SUFFIX}/"
+    template.inputs.artifacts = [*(template.inputs.artifacts or []),
+                                 m.Artifact(name="shards", path=_shards_path(task), s3=m.S3Artifact(key=shards_key))]
+    return template
+
+
+def _sharded_dag_tasks(task: Task, template: str) -> list[m.DAGTask]:
+    upstream, _ = _size_source(task)
+    plan = m.DAGTask(name=f"{task.name}-plan", template=f"{template}-plan", depends=upstream)
+    shard = _dag_task(task, f"{task.name}-shard", f"{template}-shard", after=(plan.name,),
+                      with_param=_tag(f"tasks.{plan.name}.outputs.parameters.shards"),
+                      parameters=[m.Parameter(name="index", value=_tag("item.index")),
+                                  m.Parameter(name="count", value=_tag("item.count"))])
+    merge = _dag_task(_merge_task(task), task.name, template, after=(shard.name,))
+    return [plan, shard, merge]
 
 
 def _exit_handler() -> m.Template:
@@ -244,14 +358,14 @@ def pipeline_spec() -> m.WorkflowSpec:
     for mode, plan in plans.items():
         names: dict[str, str] = {}
         for task in plan:
-            candidate = _step_template(task, task.name)
-            existing = templates.get(task.name)
-            if existing is None or existing == candidate:
+            candidates = _templates(task, task.name)
+            existing = [templates.get(t.name) for t in candidates]
+            if existing == [None] * len(candidates) or existing == candidates:
                 names[task.name] = task.name
             else:
                 names[task.name] = f"{task.name}-{mode}"
-                candidate = _step_template(task, names[task.name])
-            templates[names[task.name]] = candidate
+                candidates = _templates(task, names[task.name])
+            templates.update({t.name: t for t in candidates})
         dags.append(_dag(mode, plan, names))
     entry = m.Template(name="pipeline", dag=m.DAGTemplate(tasks=[
         m.DAGTask(name=mode, template=mode, when=f"'{_param('mode')}' == '{mode}'") for mode in plans]))
@@ -286,18 +400,20 @@ def _metadata(**fields: Any) -> m.ObjectMeta:
 
 def full_pipeline() -> m.Workflow:
     return m.Workflow(api_version="argoproj.io/v1alpha1", kind="Workflow",
-                      metadata=_metadata(generate_name="mammo-full-pipeline-"), spec=pipeline_spec())
+                      metadata=_metadata(generate_name="mammo-full-pipeline-", namespace=NAMESPACE),
+                      spec=pipeline_spec())
 
 
 def full_pipeline_template() -> m.WorkflowTemplate:
     return m.WorkflowTemplate(api_version="argoproj.io/v1alpha1", kind="WorkflowTemplate",
-                              metadata=_metadata(name="mammo-full-pipeline"), spec=pipeline_spec())
+                              metadata=_metadata(name="mammo-full-pipeline", namespace=NAMESPACE),
+                              spec=pipeline_spec())
 
 
 def _retrain_parameters() -> list[m.Parameter]:
     rows = [
         ("profile", DEFAULT_PROFILE, "settings profile", ["full", "demo", "ci"]),
-        ("gpu", "true", "false runs the retraining on a CPU node with the CPU image", ["true", "false"]),
+        ("gpu", "true", "false runs the GPU steps on CPU nodes with the CPU images (kind)", ["true", "false"]),
         ("hospital", "s3://mammo/hospital/incoming/", "where the hospital drops new studies (one folder each)"),
         ("cohort", "s3://mammo/hospital/cohort.csv", "the hospital's cohort.csv covering every study"),
         ("registry", "s3://mammo/models/", "model registry (models/<id>/, champion.json)"),
@@ -305,6 +421,10 @@ def _retrain_parameters() -> list[m.Parameter]:
         ("min-new-studies", "20", "fewer new studies than this end the run early"),
         ("margin", "0.02", "non-inferiority margin on the AUC difference challenger - champion"),
         ("finetune-config", "2", "stage-1 configuration used to fine-tune the challenger", ["1", "2"]),
+        ("alpha", "0.05", "one-sided level of the non-inferiority test"),
+        ("seed-champion", "", "s3:// model folder registered as champion when the registry has none (first run)"),
+        ("shards", "4", "pods per sharded CPU step (preprocess of the new studies)"),
+        ("gpus", "1", "GPUs per fine-tuning pod (MirroredStrategy; the global batch stays the profile's)"),
         ("image-registry", "localhost:5000", "registry holding the mammo-<step> images"),
         ("image-tag", __version__, "image version tag; GPU images add -gpu"),
         ("pushgateway-url", "http://mammo-pushgateway:9091", "Prometheus Pushgateway"),
@@ -313,15 +433,9 @@ def _retrain_parameters() -> list[m.Parameter]:
     return [m.Parameter(name=r[0], value=r[1], description=r[2], enum=r[3] if len(r) > 3 else None) for r in rows]
 
 
-def retrain_argv() -> list[str]:
-    return ["retrain", "--hospital", _param("hospital"), "--cohort", _param("cohort"),
-            "--registry", _param("registry"), "--state", _param("state"),
-            "--min-new-studies", _param("min-new-studies"), "--margin", _param("margin"),
-            "--config", _param("finetune-config"), "--work", f"{WORK}/retrain",
-            "--out", _param("state") + "runs/" + _tag("workflow.name") + "/", "--profile", _param("profile")]
-
-
 def retrain_cron() -> m.CronWorkflow:
+    """Scheduled retraining as a DAG of the pipeline's step templates (common.retrain_dag); every task after
+    `discover` runs only when discover found enough new studies."""
     storage_env = [
         m.EnvVar(name="AWS_ACCESS_KEY_ID", value_from=m.EnvVarSource(
             secret_key_ref=m.SecretKeySelector(name="mammo-s3", key="accesskey"))),
@@ -330,25 +444,31 @@ def retrain_cron() -> m.CronWorkflow:
         m.EnvVar(name="AWS_ENDPOINT_URL", value_from=m.EnvVarSource(
             config_map_key_ref=m.ConfigMapKeySelector(name="mammo-storage", key="endpoint", optional=True))),
     ]
-    retrain = m.Template(
-        name="retrain",
-        container=m.Container(
-            image=_image("retrain", gpu=True), command=["mammo"], args=retrain_argv(),
-            env=_env("retrain", storage_env),
-            resources=m.ResourceRequirements(
-                requests={"cpu": m.Quantity("4"), "memory": m.Quantity("4Gi")},
-                limits={"memory": m.Quantity("48Gi"), GPU_RESOURCE: m.Quantity("1")}),
-            volume_mounts=_mounts(), security_context=_container_security()),
-        node_selector={GPU_NODE_LABEL: "true"},
-        tolerations=[m.Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")],
-        pod_spec_patch=_gpu_switch("{}", CPU_PATCH),
-        retry_strategy=_retry(),
-        active_deadline_seconds=m.IntOrString(36 * 3600),
-        metrics=_metrics("retrain"),
-    )
-    spec = _workflow_spec("retrain", [retrain, _exit_handler()], _retrain_parameters(), deadline_seconds=48 * 3600)
+    plan = retrain_dag.retrain_tasks(DEFAULT_PROFILE)
+    templates = [t for task in plan for t in _templates(task, task.name)]
+    for template in templates:
+        template.container.env = [*template.container.env, *storage_env]
+        # The run id is the workflow's name (unique per run, and the artifact keys' prefix already).
+        template.container.args = [arg.replace(_param("run-id"), _tag("workflow.name"))
+                                   for arg in template.container.args]
+    discover = next(t for t in templates if t.name == retrain_dag.DISCOVER)
+    discover.outputs.parameters = [m.Parameter(name="proceed", value_from=m.ValueFrom(
+        path=f"{WORK}/{retrain_dag.DISCOVER}/proceed.txt"))]
+    proceed = f"{_tag(f'tasks.{retrain_dag.DISCOVER}.outputs.parameters.proceed')} == true"
+    dag_tasks = []
+    for task in plan:
+        made = _sharded_dag_tasks(task, task.name) if shards.is_sharded(task.step) else \
+            [_dag_task(task, task.name, task.name)]
+        for dag_task in made:
+            if task.name != retrain_dag.DISCOVER:
+                dag_task.when = proceed
+        dag_tasks += made
+    entry = m.Template(name="retrain", dag=m.DAGTemplate(tasks=dag_tasks))
+    spec = _workflow_spec("retrain", [entry, *templates, _exit_handler()], _retrain_parameters(),
+                          deadline_seconds=4 * 24 * 3600)
     return m.CronWorkflow(
-        api_version="argoproj.io/v1alpha1", kind="CronWorkflow", metadata=_metadata(name="mammo-retrain"),
+        api_version="argoproj.io/v1alpha1", kind="CronWorkflow",
+        metadata=_metadata(name="mammo-retrain", namespace=NAMESPACE),
         spec=m.CronWorkflowSpec(
             schedules=["0 3 * * 1"], timezone="Etc/UTC", concurrency_policy="Forbid",
             starting_deadline_seconds=3600, successful_jobs_history_limit=5, failed_jobs_history_limit=5,

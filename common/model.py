@@ -106,7 +106,8 @@ def _top_block(name: str, filters: int, momentum: float, dropout: float, regular
                 kernel_regularizer=regulariser,
                 name=f"{name}_conv",
             ),
-            keras.layers.BatchNormalization(momentum=momentum, name=f"{name}_bn"),
+            # Synchronised: under MirroredStrategy the statistics are the global batch's, as on one device.
+            keras.layers.BatchNormalization(momentum=momentum, synchronized=True, name=f"{name}_bn"),
             keras.layers.Activation("relu", name=f"{name}_relu"),
             keras.layers.Dropout(dropout, name=f"{name}_dropout"),
             keras.layers.MaxPooling2D(2, strides=2, name=f"{name}_maxpool"),

@@ -88,6 +88,10 @@ STEP_RESOURCES: dict[str, Resources] = {
     "finetune-stage2": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=24 * 3600),
     "radiomics": Resources(gpu=False, cpu="2", memory="2Gi", memory_limit="16Gi", deadline_seconds=12 * 3600),
     "report": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
+    # The retraining DAG's own steps (common.retrain_dag): S3 transfers and bookkeeping.
+    "retrain-discover": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=4 * 3600),
+    "retrain-data": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
+    "retrain-gate": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=4 * 3600),
 }
 
 

@@ -17,7 +17,9 @@ report never shows a YES image, and only the breast of an UNKNOWN one).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -28,8 +30,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from common import journal
-from common.artifacts import UnusableInput, atomic_write_csv, one_line
+from common import journal, shards
+from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, one_line
 from common.cohort import flag_four_views, image_label, load_cohort, match_patient
 from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
@@ -51,6 +53,11 @@ IMAGE_COLUMNS = [
     "pixel_spacing_mm", "hires_spacing_mm", "flipped", "four_views", "age", "burned_in_annotation",
 ]
 REJECTED_COLUMNS = ["file", "reason"]
+# A shard's unindexed rows: images.csv needs every shard (four views, ages, duplicates across shards).
+SHARD_ROWS = "rows.csv"
+ROW_COLUMNS = ["image_id", "patient_id", "laterality", "view", "label", "source_file", "original_height",
+               "original_width", "pixel_spacing_mm", "hires_spacing_mm", "flipped", "burned_in_annotation", "dicom_age",
+               "order"]
 # PNG encoding is the largest cost per image after decoding. OpenCV's default is zlib's run-length strategy
 # (with the SUB row filter); it is pinned here because any explicit IMWRITE_PNG_COMPRESSION level switches
 # OpenCV to zlib's default strategy and adaptive filters. Measured on the 8 real files, both outputs of a
@@ -83,11 +90,16 @@ def preprocess_folder(
     profile: str | dict[str, Any] = "demo",
     workers: int | None = None,
     image_table: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, int]:
     """Run the step body; writes images/, hires/, images.csv, rejected.csv and returns counts.
 
     With `image_table` (written by `mammo cohort`) only the files it lists are read, each with the patient
     and the per-image label the dataset's metadata gave it, instead of matching PatientIDs to the cohort.
+
+    With `shard=(i, n)` only every n-th file from the i-th is converted (common.shards) and the folder holds
+    rows.csv instead of images.csv: `merge_shards` builds the index once every shard is there, because four-view
+    flags, ages and duplicate views are decided over the whole set.
 
     Raises UnusableInput (after writing rejected.csv) when no file could be used, so the step fails visibly.
     """
@@ -108,25 +120,28 @@ def preprocess_folder(
     )
     # A re-run starts from empty image folders and no index, so nothing stale outlives its run; only the
     # journal of an interrupted run is kept, and each entry is checked before it is used.
-    for folder in (settings.images_dir, settings.hires_dir):
-        _clear_pngs(folder)
-    (out / "images.csv").unlink(missing_ok=True)
+    _clear_outputs(out)
     if image_table is None:
         files, rejected = find_input_files(input_root, skip={Path(cohort_path).resolve(), out.resolve()})
     else:
         table, files, rejected = read_image_table(image_table, input_root, set(settings.patients))
         settings = replace(settings, table=table)
+    # `order`: a file's place in the whole sorted list, so a merge of shards decides as one run would.
+    position = {path.relative_to(input_root).as_posix(): index for index, path in enumerate(files)}
+    if shard is not None:
+        files = shards.members(files, *shard)
+        rejected = rejected if shard[0] == 0 else []  # rejections before any file is read: one shard lists them
+    rejected = [{**row, "order": -1} for row in rejected]
 
     rows, kept, claimed, resumed = [], [], {}, 0
     for result in _run(files, settings, workers):
         resumed += bool(result.pop("resumed", False))
         if "reason" in result:
-            rejected.append({"file": result["file"], "reason": result["reason"]})
+            rejected.append({"file": result["file"], "reason": result["reason"], "order": position[result["file"]]})
             continue
-        row = result["row"]
+        row = {**result["row"], "order": position[result["row"]["source_file"]]}
         if row["image_id"] in claimed:
-            reason = f"duplicate view: {row['image_id']} already taken by {claimed[row['image_id']]}"
-            rejected.append({"file": row["source_file"], "reason": reason})
+            rejected.append(_duplicate(row, claimed))
             continue
         claimed[row["image_id"]] = row["source_file"]
         rows.append(row)
@@ -135,20 +150,67 @@ def preprocess_folder(
     for row, (image, hires) in zip(rows, kept, strict=True):
         os.replace(image, settings.images_dir / f"{row['image_id']}.png")
         os.replace(hires, settings.hires_dir / f"{row['image_id']}.png")
+    if shard is not None:
+        atomic_write_csv(out / SHARD_ROWS, pd.DataFrame(rows, columns=ROW_COLUMNS))
+        atomic_write_csv(out / "rejected.csv", pd.DataFrame(rejected, columns=[*REJECTED_COLUMNS, "order"]))
+        journal.remove(settings.partial_dir)
+        return {"files": len(files), "images": len(rows), "rejected": len(rejected), "resumed": resumed}
+    counts = _write_index(rows, rejected, cohort, out, str(input_root), len(files))
+    journal.remove(settings.partial_dir)
+    return {**counts, "processed": len(files) - resumed, "resumed": resumed}
 
-    atomic_write_csv(out / "rejected.csv", pd.DataFrame(rejected, columns=REJECTED_COLUMNS))
+
+def merge_shards(folders: list[Path], cohort_path: str | Path, out_dir: str | Path) -> dict[str, int]:
+    """The step's output from its finished shards: the same files and tables as one unsharded run.
+
+    Rows are taken in the original file order, so of two files claiming one view the same one wins as without
+    shards; PNGs are hard-linked from the shard folders where the file system allows (else copied).
+    """
+    out = Path(out_dir)
+    cohort = load_cohort(cohort_path)
+    _clear_outputs(out)
+    frames, rejected, files = [], [], 0
+    for folder in folders:
+        text = {"image_id": str, "patient_id": str, "source_file": str, "burned_in_annotation": str}
+        frames.append(pd.read_csv(folder / SHARD_ROWS, dtype=text, keep_default_na=False,
+                                  na_values={"pixel_spacing_mm": [""], "dicom_age": [""]}).assign(_folder=str(folder)))
+        rejected.append(pd.read_csv(folder / "rejected.csv", dtype={"file": str, "reason": str}))
+        files += int(json.loads((folder / SUCCESS).read_text())["counts"]["files"])
+    everything = pd.concat(frames, ignore_index=True).sort_values("order", kind="stable")
+    rows, claimed, duplicates = [], {}, []
+    for row in everything.to_dict("records"):
+        folder = Path(row.pop("_folder"))
+        if row["image_id"] in claimed:
+            duplicates.append(_duplicate(row, claimed))
+            continue
+        claimed[row["image_id"]] = row["source_file"]
+        for kind in ("images", "hires"):
+            _link_or_copy(folder / kind / f"{row['image_id']}.png", out / kind / f"{row['image_id']}.png")
+        rows.append(row)
+    rejected_rows = pd.concat([*rejected, pd.DataFrame(duplicates, columns=[*REJECTED_COLUMNS, "order"])],
+                              ignore_index=True).to_dict("records")
+    return _write_index(rows, rejected_rows, cohort, out, f"{len(folders)} shards", files)
+
+
+def _duplicate(row: dict[str, Any], claimed: dict[str, str]) -> dict[str, Any]:
+    reason = f"duplicate view: {row['image_id']} already taken by {claimed[row['image_id']]}"
+    return {"file": row["source_file"], "reason": reason, "order": row["order"]}
+
+
+def _write_index(rows: list[dict[str, Any]], rejected: list[dict[str, Any]], cohort: pd.DataFrame, out: Path,
+                 source: str, files: int) -> dict[str, int]:
+    """rejected.csv (in file order), then images.csv and the counts, for an unsharded run or a merge."""
+    rejected_table = pd.DataFrame(rejected, columns=[*REJECTED_COLUMNS, "order"]).sort_values("order", kind="stable")
+    atomic_write_csv(out / "rejected.csv", rejected_table[REJECTED_COLUMNS])
     if not rows:
-        raise UnusableInput(f"no usable mammogram in {input_root}: {len(rejected)} file(s) rejected, see rejected.csv")
+        raise UnusableInput(f"no usable mammogram in {source}: {len(rejected)} file(s) rejected, see rejected.csv")
     images, age_mismatches = _index(rows, cohort)
     atomic_write_csv(out / "images.csv", images[IMAGE_COLUMNS])
-    journal.remove(settings.partial_dir)
     if age_mismatches:
         print(f"preprocess: {age_mismatches} patient(s) whose DICOM PatientAge differs from the cohort age by more "
               f"than {AGE_TOLERANCE_YEARS} years; the cohort age is used", file=sys.stderr)
     return {
-        "files": len(files),
-        "processed": len(files) - resumed,
-        "resumed": resumed,
+        "files": files,
         "images": len(images),
         "rejected": len(rejected),
         "patients": int(images["patient_id"].nunique()),
@@ -187,6 +249,21 @@ def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
             continue
         rejected.append({"file": row.file, "reason": reason})
     return table, files, rejected
+
+
+def _clear_outputs(out: Path) -> None:
+    """A re-run starts from empty image folders and no index, so nothing stale outlives its run."""
+    for folder in (out / "images", out / "hires"):
+        _clear_pngs(folder)
+    (out / "images.csv").unlink(missing_ok=True)
+    (out / SHARD_ROWS).unlink(missing_ok=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def chest_wall_on_right(pixels: np.ndarray) -> bool:

@@ -1,19 +1,18 @@
-"""Scheduled retraining on new hospital data: one run of the CronWorkflow (`mammo retrain`).
+"""Scheduled retraining on new hospital data: the steps of the retraining DAG (common.retrain_dag).
 
 A run finds the studies that arrived under the hospital's S3 prefix (one folder per study) since the last
-successful run, stops early when there are none or too few, preprocesses them and adds them to the training
-data, re-splits with the previous split locked (existing patients never change subset, so the test set stays
-the one earlier models were judged on), fine-tunes a challenger from the current champion, scores both
-models on the same test images and lets the champion/challenger gate (common.registry) decide.
+successful run, stops early when there are none or too few (`discover`), preprocesses them and adds them to the
+training data (`training_data`), re-splits with the previous split locked (existing patients never change
+subset, so the test set stays the one earlier models were judged on), fine-tunes a challenger from the current
+champion, scores both models on the same test images and lets the champion/challenger gate (common.registry)
+decide (`gate`). On Argo each is its own pod (the CronWorkflow); `mammo retrain` runs the same task list locally
+(`RetrainRun`).
 
 State lives in S3 under the state prefix, and `state.json` is written last: a run that dies part-way leaves
 the previous state in force and the next run sees the same studies as new again.
   state.json                        ingested study ids, where the current training data is, last success
   data/<run_id>/preprocess-hospital/ and data/<run_id>/split-hospital/   the training data after a run
   runs/<run_id>/                    decision.json of each run (the step's --out)
-
-The steps run as `mammo` subprocesses (the same command lines as in the pipeline), through a runner that
-tests can replace.
 """
 
 from __future__ import annotations
@@ -32,9 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from common import telemetry
+from common import shards, telemetry
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
-from common.registry import Champion, GateResult, ModelRegistry, champion_challenger_gate
+from common.registry import Champion, ModelRegistry, champion_challenger_gate
 from common.storage import S3Uri, Storage
 
 StepRunner = Callable[[str, list[str]], None]
@@ -42,11 +41,15 @@ STATE = "state.json"
 
 
 def subprocess_runner(task: str, argv: list[str]) -> None:
-    """Run `mammo <argv>` as a child process; its metrics are grouped under task `retrain-<task>`."""
+    """Run `mammo <argv>` as a child process (a sharded step as its shards and merge, common.shards); its metrics
+    are grouped under task `retrain-<task>`."""
     env = {**os.environ, "MAMMO_TASK": f"retrain-{task}"}
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], env=env)
-    if result.returncode != 0:
-        raise UnusableInput(f"retraining step {task} (mammo {argv[0]}) failed with exit code {result.returncode}")
+    if shards.is_sharded(argv[0]):
+        code = shards.run_local(argv[0], argv, env)
+    else:
+        code = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], env=env).returncode
+    if code != 0:
+        raise UnusableInput(f"retraining step {task} (mammo {argv[0]}) failed with exit code {code}")
 
 
 @dataclass
@@ -146,121 +149,168 @@ def merge_step_folders(folders: Sequence[Path], out: Path, key: str = "image_id"
     return rows
 
 
+def discover(settings: RetrainSettings, storage: Storage, run_id: str, seed_champion: str | None,
+             out: Path) -> dict[str, Any]:
+    """The DAG's first step: new studies, the champion and the current training data, downloaded into `out`.
+
+    Too few new studies: the run's decision (a skip) is recorded and `proceed` is false, so every later task is
+    skipped. A first run registers `seed_champion` (a local folder or an s3:// model folder) as the champion.
+    """
+    registry = ModelRegistry(settings.registry, storage)
+    state = RetrainState.load(storage, settings.state)
+    found = new_studies(storage, settings.hospital, state.ingested)
+    discovery: dict[str, Any] = {"run_id": run_id, "new_studies": found, "proceed": False,
+                                 **{k: str(getattr(settings, k)) for k in ("hospital", "cohort", "registry", "state")}}
+    if len(found) < max(1, settings.min_new_studies):
+        kind = "skipped_none" if not found else "skipped_too_few"
+        reason = (f"{len(found)} new studies under {settings.hospital}; at least {settings.min_new_studies} "
+                  "are needed to retrain")
+        state.last_run = run_id
+        state.save(storage, settings.state)
+        discovery["decision"] = Decision(run_id, kind, found, reason=reason).as_dict()
+        return discovery
+    champion = registry.champion()
+    if champion is None:
+        champion = _seed(registry, storage, settings, seed_champion, out / "seed")
+    for study in found:
+        storage.download_dir(settings.hospital.join(study), out / "dicom" / study)
+    shutil.copyfile(storage.download(settings.cohort, out / "incoming"), out / "cohort.csv")
+    split = out / "previous" / "split" / "split.csv"
+    if state.images and state.split:
+        storage.download(S3Uri.parse(state.images), out / "previous" / "images")
+        storage.download(S3Uri.parse(state.split), split.parent)
+    else:  # the first run: nothing is locked yet
+        atomic_write_csv(split, pd.DataFrame(columns=["patient_id", "split"]))
+    registry.fetch(champion.model_id, out / "champion")
+    discovery.update(proceed=True, champion={"model_id": champion.model_id, "etag": champion.etag,
+                                             "record": champion.record})
+    return discovery
+
+
+def _seed(registry: ModelRegistry, storage: Storage, settings: RetrainSettings, seed: str | None,
+          scratch: Path) -> Champion:
+    if not seed:
+        raise UnusableInput(f"the registry {settings.registry} has no champion: give --seed-champion MODEL_DIR "
+                            "(a model folder, e.g. a finetune-stage2 output) for the first run")
+    folder = storage.download(S3Uri.parse(seed), scratch) if str(seed).startswith("s3://") else Path(seed)
+    model_id = registry.register(folder, metrics={}, lineage={"source": "seed", "seeded_from": str(seed)})
+    registry.promote(model_id, None, "seed champion")
+    champion = registry.champion()
+    assert champion is not None and champion.model_id == model_id
+    return champion
+
+
+def training_data(discovery_dir: Path, new_images: Path, out: Path) -> int:
+    """Previous training data + the preprocessed new studies, and the cohort restricted to patients with images."""
+    previous = discovery_dir / "previous" / "images"
+    parts = [previous, new_images] if (previous / SUCCESS).is_file() else [new_images]
+    rows = merge_step_folders(parts, out)
+    cohort = pd.read_csv(discovery_dir / "cohort.csv", dtype=str, keep_default_na=False)
+    present = set(pd.read_csv(out / "images.csv", dtype=str)["patient_id"])
+    atomic_write_csv(out / "cohort.csv", cohort[cohort["patient_id"].isin(present)])
+    return rows
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    discovery: Path
+    images: Path
+    split: Path
+    challenger: Path
+    champion_scores: Path
+    challenger_scores: Path
+    margin: float
+    alpha: float
+    config: int
+    profile: str
+
+
+def gate(inputs: GateInputs, storage: Storage) -> Decision:
+    """Locked-split check, champion/challenger gate, registration, promotion (compare-and-swap), new state.
+
+    The state moves forward whatever the gate said (the studies are ingested); `state.json` is written last.
+    """
+    discovery = json.loads((inputs.discovery / DISCOVERY).read_text())
+    run_id, found = discovery["run_id"], discovery["new_studies"]
+    registry = ModelRegistry(S3Uri.parse(discovery["registry"]), storage)
+    state_prefix = S3Uri.parse(discovery["state"])
+    previous = pd.read_csv(inputs.discovery / "previous" / "split" / "split.csv", dtype=str)
+    moved = locked_split_violations(previous, pd.read_csv(inputs.split / "split.csv", dtype=str))
+    if moved:
+        raise UnusableInput(f"the locked split changed for {len(moved)} patients, e.g. {moved[0]}")
+    champion = Champion(**discovery["champion"])
+    scored = {name: pd.read_csv(folder / "scores.csv", dtype={"image_id": str})
+              for name, folder in (("champion", inputs.champion_scores), ("challenger", inputs.challenger_scores))}
+    paired = paired_test_scores(scored["champion"], scored["challenger"])
+    result = champion_challenger_gate(paired["label"], paired["score_champion"], paired["score_challenger"],
+                                      inputs.margin, inputs.alpha)
+    lineage = {"parent": champion.model_id, "run_id": run_id, "new_studies": found,
+               "hospital": discovery["hospital"], "training_data": str(state_prefix.join("data", run_id)),
+               "finetune_config": inputs.config, "profile": inputs.profile, "promoted": result.promote}
+    challenger_id = registry.register(inputs.challenger, metrics={"gate": result.as_dict()}, lineage=lineage)
+    if result.promote:
+        registry.promote(challenger_id, champion, result.reason)
+
+    state = RetrainState.load(storage, state_prefix)
+    data = state_prefix.join("data", run_id)
+    storage.publish_dir(inputs.images, data.join("preprocess-hospital"))
+    storage.publish_dir(inputs.split, data.join("split-hospital"))
+    state.ingested = sorted(set(state.ingested) | set(found))
+    state.images, state.split = str(data.join("preprocess-hospital")), str(data.join("split-hospital"))
+    state.last_success_unixtime, state.last_run = time.time(), run_id
+    state.save(storage, state_prefix)
+    return Decision(run_id, "promoted" if result.promote else "rejected", found, champion.model_id,
+                    challenger_id, result.as_dict(), result.reason)
+
+
 class RetrainRun:
+    """`mammo retrain` on one machine: the retraining DAG (common.retrain_dag) task by task in one work folder.
+
+    The model and data steps go through `runner` (`mammo` subprocesses; tests replace it), the three retraining
+    steps run in-process through their own CLI modules, exactly as their pods run them.
+    """
+
     def __init__(self, settings: RetrainSettings, storage: Storage, runner: StepRunner = subprocess_runner,
                  run_id: str | None = None):
         self.s = settings
         self.storage = storage
         self.runner = runner
-        self.registry = ModelRegistry(settings.registry, storage)
         self.run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         self.work = settings.work / self.run_id
 
-    def step(self, task: str, *argv: str) -> Path:
-        """Run one pipeline step writing `work/<task>`; returns that folder."""
-        out = self.work / task
-        self.runner(task, [*argv, "--out", str(out), "--profile", self.s.profile])
-        require_success(out)
-        return out
+    def execute(self, seed_champion: Path | str | None = None) -> Decision:
+        from common.retrain_dag import DISCOVER, retrain_tasks
 
-    def execute(self, seed_champion: Path | None = None) -> Decision:
-        state = RetrainState.load(self.storage, self.s.state)
-        found = new_studies(self.storage, self.s.hospital, state.ingested)
-        if len(found) < max(1, self.s.min_new_studies):
-            kind = "skipped_none" if not found else "skipped_too_few"
-            reason = (f"{len(found)} new studies under {self.s.hospital}; at least {self.s.min_new_studies} "
-                      "are needed to retrain")
-            state.last_run = self.run_id
-            state.save(self.storage, self.s.state)
-            return Decision(self.run_id, kind, found, reason=reason)
+        params = {"hospital": str(self.s.hospital), "cohort": str(self.s.cohort), "registry": str(self.s.registry),
+                  "state": str(self.s.state), "run_id": self.run_id, "min_new_studies": str(self.s.min_new_studies),
+                  "seed_champion": str(seed_champion or ""), "margin": str(self.s.margin), "alpha": str(self.s.alpha),
+                  "finetune_config": str(self.s.config)}
+        for task in retrain_tasks(self.s.profile, params):
+            argv = task.argv(self.work)
+            if task.step in IN_PROCESS_STEPS:
+                _run_in_process(argv)
+            else:
+                self.runner(task.name, argv)
+            require_success(self.work / task.name)
+            if task.name == DISCOVER:
+                discovery = json.loads((self.work / DISCOVER / DISCOVERY).read_text())
+                if not discovery["proceed"]:
+                    return Decision(**discovery["decision"])
+        return Decision(**json.loads((self.work / "gate" / "decision.json").read_text()))
 
-        champion = self.registry.champion()
-        if champion is None:
-            champion = self._seed(seed_champion)
-        self.work.mkdir(parents=True, exist_ok=True)
-        images, split = self._training_data(state, found)
-        champion_dir = self.registry.fetch(champion.model_id, self.work / "champion")
 
-        stage1 = self.step("challenger-stage1", "finetune-stage1", "--model", str(champion_dir), "--images",
-                           str(images), "--split", str(split), "--config", str(self.s.config))
-        challenger_dir = self.step("challenger", "finetune-stage2", "--model", str(stage1), "--images", str(images),
-                                   "--split", str(split))
-        scored = {}
-        for name, model in (("champion", champion_dir), ("challenger", challenger_dir)):
-            folder = self.step(f"score-{name}", "baseline-infer", "--model", str(model), "--images", str(images),
-                               "--split", str(split), "--splits", "test")
-            scored[name] = pd.read_csv(folder / "scores.csv", dtype={"image_id": str})
-        paired = paired_test_scores(scored["champion"], scored["challenger"])
-        gate = champion_challenger_gate(paired["label"], paired["score_champion"], paired["score_challenger"],
-                                        self.s.margin, self.s.alpha)
-        challenger_id = self.registry.register(
-            challenger_dir, metrics={"gate": gate.as_dict()}, lineage=self._lineage(champion, found, gate))
-        if gate.promote:
-            self.registry.promote(challenger_id, champion, gate.reason)
+DISCOVERY = "discovery.json"
+IN_PROCESS_STEPS = ("retrain-discover", "retrain-data", "retrain-gate")
 
-        # The training data and the state move forward whatever the gate said: the studies are ingested.
-        data = self.s.state.join("data", self.run_id)
-        self.storage.publish_dir(images, data.join("preprocess-hospital"))
-        self.storage.publish_dir(split, data.join("split-hospital"))
-        state.ingested = sorted(set(state.ingested) | set(found))
-        state.images, state.split = str(data.join("preprocess-hospital")), str(data.join("split-hospital"))
-        state.last_success_unixtime, state.last_run = time.time(), self.run_id
-        state.save(self.storage, self.s.state)
-        return Decision(self.run_id, "promoted" if gate.promote else "rejected", found, champion.model_id,
-                        challenger_id, gate.as_dict(), gate.reason)
 
-    def _seed(self, seed_champion: Path | None) -> Champion:
-        if seed_champion is None:
-            raise UnusableInput(f"the registry {self.s.registry} has no champion: give --seed-champion MODEL_DIR "
-                                "(a model folder, e.g. a finetune-stage2 output) for the first run")
-        model_id = self.registry.register(seed_champion, metrics={}, lineage={"source": "seed",
-                                                                              "seeded_from": str(seed_champion)})
-        self.registry.promote(model_id, None, "seed champion")
-        champion = self.registry.champion()
-        assert champion is not None and champion.model_id == model_id
-        return champion
+def _run_in_process(argv: list[str]) -> None:
+    """A retraining step through its CLI module, raising its errors (the CLI would turn them into exit code 2)."""
+    from jobs.cli import build_parser
 
-    def _training_data(self, state: RetrainState, found: list[str]) -> tuple[Path, Path]:
-        """Preprocess the new studies, merge them with the current data and re-split with the old split locked."""
-        incoming = self.work / "incoming"
-        for study in found:
-            self.storage.download_dir(self.s.hospital.join(study), incoming / "dicom" / study)
-        cohort_file = self.storage.download(self.s.cohort, incoming)
-        fresh = self.step("preprocess-new", "preprocess", "--input", str(incoming / "dicom"), "--cohort",
-                          str(cohort_file))
-        parts = [fresh]
-        previous_split = None
-        if state.images and state.split:
-            parts.insert(0, self.storage.download(S3Uri.parse(state.images), self.work / "previous-images"))
-            previous_split = self.storage.download(S3Uri.parse(state.split), self.work / "previous-split")
-        images = self.work / "preprocess-hospital"
-        merge_step_folders(parts, images)
-
-        cohort = pd.read_csv(cohort_file, dtype=str, keep_default_na=False)
-        present = set(pd.read_csv(images / "images.csv", dtype=str)["patient_id"])
-        atomic_write_csv(self.work / "cohort.csv", cohort[cohort["patient_id"].isin(present)])
-        argv = ["split", "--cohort", str(self.work / "cohort.csv")]
-        if previous_split is not None:
-            argv += ["--previous", str(previous_split / "split.csv")]
-        split = self.step("split-hospital", *argv)
-        if previous_split is not None:
-            moved = locked_split_violations(pd.read_csv(previous_split / "split.csv", dtype=str),
-                                            pd.read_csv(split / "split.csv", dtype=str))
-            if moved:
-                raise UnusableInput(f"the locked split changed for {len(moved)} patients, e.g. {moved[0]}")
-        return images, split
-
-    def _lineage(self, champion: Champion, found: list[str], gate: GateResult) -> dict[str, Any]:
-        return {
-            "parent": champion.model_id,
-            "run_id": self.run_id,
-            "new_studies": found,
-            "hospital": str(self.s.hospital),
-            "training_data": str(self.s.state.join("data", self.run_id)),
-            "finetune_config": self.s.config,
-            "profile": self.s.profile,
-            "promoted": gate.promote,
-        }
+    args = build_parser(load={argv[0]}).parse_args(argv)
+    code = args._module.run(args)
+    if code != 0:
+        raise UnusableInput(f"retraining step {argv[0]} failed with exit code {code}")
 
 
 def record_decision(decision: Decision, out: Path) -> None:

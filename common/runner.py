@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import fingerprint, workfolder
+from common import fingerprint, shards, workfolder
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_json
 from common.pipeline import Task
 
@@ -91,7 +91,12 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
                 continue
             echo(f"{prefix}: runs ({reason}): mammo {' '.join(task.argv(workdir))}")
             started, cpu_before = time.time(), _children_cpu_seconds()
-            code = _run_child([sys.executable, "-m", "jobs.cli", *task.argv(workdir)], task.name)
+            if shards.is_sharded(task.step):  # the same shard plan as on Argo, shards as parallel processes
+                code = shards.run_local(task.step, task.argv(workdir), _child_env(task.name), echo)
+                if code == 0:
+                    _claim(workdir / task.name, task.argv(workdir))
+            else:
+                code = _run_child([sys.executable, "-m", "jobs.cli", *task.argv(workdir)], task.name)
             timings[task.name] = round(time.time() - started, 1)
             cpu[task.name] = round(_children_cpu_seconds() - cpu_before, 1)
             if code != 0:
@@ -162,6 +167,13 @@ def _child_env(task_name: str) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PIPELINE_ID", "local")
     return env
+
+
+def _claim(folder: Path, argv: list[str]) -> None:
+    """A merged sharded output is the result of the task's own command line, so it carries that fingerprint
+    (the merge step recorded its --merge-shards one), and an unchanged rerun finds it up to date."""
+    marker = folder / SUCCESS
+    atomic_write_json(marker, {**json.loads(marker.read_text()), "fingerprint": fingerprint.of_argv(argv)})
 
 
 def _children_cpu_seconds() -> float:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from common import telemetry
+from common import distribute, telemetry
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
 from common.data import (
     Augmentation,
@@ -300,7 +300,16 @@ class TrainingRun:
     record: dict[str, Any]
 
 
-def train_phase(
+def train_phase(**kwargs: Any) -> TrainingRun:
+    """`_train_phase` under the pod's distribution strategy (common.distribute: mirrored over several GPUs)."""
+    strategy = distribute.training_strategy()
+    with strategy.scope():
+        run = _train_phase(**kwargs)
+    run.record["runtime"]["replicas"] = strategy.num_replicas_in_sync
+    return run
+
+
+def _train_phase(
     *,
     step: str,
     phase: str,

@@ -36,6 +36,10 @@ STEPS: dict[str, tuple[str, str]] = {
     "radiomics": ("jobs.radiomics", "34 features per image, 141-attribute patient vectors, PCA + gradient boosting"),
     "report": ("jobs.report", "thesis tables and figures: report.html, report.md, tables/, figures/, summary.json"),
     "retrain": ("jobs.retrain", "scheduled retraining on new hospital data with a champion/challenger gate"),
+    "shard-plan": ("jobs.shard_plan", "how many shards a sharded CPU step runs as (the list Argo fans out over)"),
+    "retrain-discover": ("jobs.retrain_discover", "retraining DAG: new studies, champion and training data, or stop"),
+    "retrain-data": ("jobs.retrain_data", "retraining DAG: previous training data + the new studies"),
+    "retrain-gate": ("jobs.retrain_gate", "retraining DAG: champion/challenger gate, registration, new state"),
     "model": ("jobs.model", "inspect the End2End architecture (parameter counts per training phase)"),
     "pipeline": ("jobs.pipeline", "run the whole pipeline locally (synthetic demo unless hospital data is given)"),
 }

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
 
+from common import shards
 from common.artifacts import (
     UnusableInput,
     atomic_write_bytes,
@@ -25,7 +27,7 @@ from common.radiomics.classifier import SearchSettings, pair_groups, search
 from common.radiomics.patient import attribute_names, build_patient_vectors
 
 HELP = "Radiomic features (34 per image) + baseline scores + age -> patient vectors -> PCA + gradient boosting."
-INPUT_ARGS = ("images", "split", "scores")
+INPUT_ARGS = ("images", "split", "scores", "merge_shards")
 OUTPUT_ARG = "out"
 IMAGE_COLUMNS = ("image_id", "patient_id", "laterality", "view")
 
@@ -40,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-masks", action="store_true",
                         help="write masks/<image_id>.png overlays for the report (none for BurnedInAnnotation YES "
                              "images, only the breast for untagged ones)")
+    parser.add_argument("--shard", help="I/N: only the features of shard I of N into --out (common.shards)")
+    parser.add_argument("--merge-shards", help="folder of finished feature shards: use their features, then fit")
 
 
 def _read_csv(folder: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -63,14 +67,20 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as error:
         raise UnusableInput(f"profile {args.profile}: {error}") from error
     images = _read_csv(args.images, "images.csv", IMAGE_COLUMNS)
+    if args.shard:
+        return _feature_shard(args, images)
     split = _read_csv(args.split, "split.csv", ("patient_id", "age", "label", "split"))
     scores = _read_csv(args.scores, "scores.csv", ("image_id", "score"))
     out = Path(args.out)
     inputs = {"images": args.images, "split": args.split, "scores": args.scores, "profile": args.profile}
 
     with step_output("radiomics", out, inputs) as record:
-        tasks = batch.plan(images, Path(args.images), out / "masks" if args.save_masks else None)
-        results = list(batch.run_all(tasks, args.workers))
+        if args.merge_shards:
+            results = _merged_results(args.merge_shards, out)
+            record.extra["merged_shards"] = len(shards.shard_folders(args.merge_shards))
+        else:
+            tasks = batch.plan(images, Path(args.images), out / "masks" if args.save_masks else None)
+            results = list(batch.run_all(tasks, args.workers))
         features, rejected_images = batch.feature_table(results)
         atomic_write_csv(out / "features.csv", features)
 
@@ -140,3 +150,31 @@ def run(args: argparse.Namespace) -> int:
         record.extra["profile"] = args.profile
     return 0
 
+
+
+SHARD_RESULTS = "results.json"
+
+
+def _feature_shard(args: argparse.Namespace, images: pd.DataFrame) -> int:
+    """Features of every N-th image only; the merge (`--merge-shards`) fits the model on all of them."""
+    index, count = shards.parse(args.shard)
+    out = Path(args.out)
+    with step_output("radiomics", out, {"images": args.images, "shard": args.shard}) as record:
+        tasks = batch.plan(images, Path(args.images), out / "masks" if args.save_masks else None)
+        ordered = shards.members(list(enumerate(tasks)), index, count)
+        results = [{**result, "order": order} for (order, _), result in
+                   zip(ordered, batch.run_all([task for _, task in ordered], args.workers), strict=True)]
+        atomic_write_json(out / SHARD_RESULTS, results)
+        record.counts = {"images": len(results), "rejected": sum("reason" in r for r in results)}
+        record.extra["shard"] = shards.record(index, count)
+    return 0
+
+
+def _merged_results(folder: str, out: Path) -> list[dict]:
+    """The shards' per-image results in images.csv order (as one unsharded run), their mask overlays copied."""
+    results = []
+    for shard in shards.shard_folders(folder):
+        results += json.loads((shard / SHARD_RESULTS).read_text())
+        for mask in sorted((shard / "masks").glob("*.png")):
+            atomic_write_bytes(out / "masks" / mask.name, mask.read_bytes())
+    return [{k: v for k, v in r.items() if k != "order"} for r in sorted(results, key=lambda r: r["order"])]

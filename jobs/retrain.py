@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin on the AUC difference")
     parser.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the non-inferiority test")
     parser.add_argument("--config", type=int, choices=(1, 2), default=2, help="stage-1 fine-tuning configuration")
-    parser.add_argument("--seed-champion", help="model folder registered as champion when the registry has none")
+    parser.add_argument("--seed-champion", help="model folder (or s3://) registered as champion when there is none")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         min_new_studies=args.min_new_studies, margin=args.margin, alpha=args.alpha, config=args.config)
     retrain = RetrainRun(settings, Storage(getattr(args, "s3_endpoint", None)))
     try:
-        decision = retrain.execute(Path(args.seed_champion) if args.seed_champion else None)
+        decision = retrain.execute(args.seed_champion)
     except BaseException:
         telemetry.push_retrain_decision("failed", 0)
         raise

@@ -20,7 +20,7 @@ from model_cost import forward_flops, layer_costs, memory_estimate, training_flo
 
 from common.model import Architecture, build_end2end, set_phase  # noqa: E402
 
-SCRIPTS = ["preprocess_throughput", "inference_flops", "training_throughput", "radiomics_speed",
+SCRIPTS = ["preprocess_throughput", "inference_flops", "training_throughput", "radiomics_speed", "growth",
            "pipeline_walltime", "onednn_variation", "run_all"]
 TINY = Architecture(height=256, width=128, backbone_filters=(2, 3, 4, 5, 6), top_filters=7)
 
@@ -93,3 +93,32 @@ def test_help_works(script):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout and "--results" in result.stdout
+
+
+def test_growth_projection_follows_the_critical_path(tmp_path, monkeypatch):
+    """Sharded CPU steps over all CPU cores; inference, then the two fine-tuning chains (in parallel from two GPU
+    nodes on) alongside radiomics; everything linear in the images. Hand-computed for two cluster shapes."""
+    import _common
+    import growth
+
+    hours = {"infer-ab-hospital": 1528 * 1e-4, "finetune1-stage1": 1528 * 2e-4, "finetune1-stage2": 1528 * 3e-4,
+             "finetune2-stage1": 1528 * 4e-4, "finetune2-stage2": 1528 * 3e-4}
+    walltime = {"projection": {"tasks": [{"task": t, "device": "gpu", "hours": h} for t, h in hours.items()]
+                               + [{"task": "radiomics", "device": "cpu", "hours": 9.0}]}}
+    (tmp_path / "pipeline_walltime.json").write_text(__import__("json").dumps(walltime))
+    monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(growth, "CLUSTERS", [(1, 1, 1), (2, 1, 4), (2, 4, 4)])
+    costs = {"preprocess": {"s_per_image_4x": 0.5}, "radiomics": {"s_per_image_4x": 2.0}}
+    rows = {(r["images"], r["gpu_nodes"] * r["gpus_per_node"]): r for r in growth.project(costs)["rows"]}
+    cores = growth.CPU_NODE_CORES
+    # 1 GPU node: both chains one after the other (1e-4 x (2+3+4+3)) ; 1 CPU node.
+    n = 100_000
+    expected = n * 0.5 / cores / 3600 + n * 1e-4 + max(n * 12e-4, n * 2.0 / cores / 3600)
+    assert rows[(n, 1)]["hours"] == pytest.approx(expected)
+    # 2 GPU nodes: the longer chain (4+3); 4 CPU nodes.
+    expected = n * 0.5 / (4 * cores) / 3600 + n * 1e-4 + max(n * 7e-4, n * 2.0 / (4 * cores) / 3600)
+    assert rows[(n, 2)]["hours"] == pytest.approx(expected)
+    assert rows[(1528, 2)]["hours"] == pytest.approx(rows[(n, 2)]["hours"] * 1528 / n)
+    # 2 nodes x 4 GPUs: the chains mirrored at 0.9 x 4; inference still on one GPU.
+    expected = n * 0.5 / (4 * cores) / 3600 + n * 1e-4 + max(n * 7e-4 / 3.6, n * 2.0 / (4 * cores) / 3600)
+    assert rows[(n, 8)]["hours"] == pytest.approx(expected)

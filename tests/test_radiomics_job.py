@@ -152,3 +152,23 @@ def test_refuses_unfinished_inputs(folders, tmp_path, capsys):
     assert code == 2
     assert "_SUCCESS.json" in capsys.readouterr().err
     assert not (tmp_path / "out" / "_SUCCESS.json").exists()
+
+
+def test_feature_shards_and_merge_equal_the_unsharded_run(folders, run_output, tmp_path):
+    """Three feature shards + the merge give the same features, rejected images, model scores and masks."""
+    base = ["--images", str(folders["images"]), "--split", str(folders["split"]), "--scores", str(folders["scores"]),
+            "--profile", "ci", "--save-masks"]
+    parts = tmp_path / "radiomics.shards"
+    for index in range(3):
+        assert main(["radiomics", *base, "--out", str(parts / str(index)), "--workers", "1",
+                     "--shard", f"{index}/3"]) == 0
+        assert not (parts / str(index) / "features.csv").exists()
+    merged = tmp_path / "radiomics"
+    assert main(["radiomics", *base, "--out", str(merged), "--merge-shards", str(parts)]) == 0
+    for name in ("features.csv", "rejected.csv", "patient_vectors.csv", "scores.csv"):
+        assert (merged / name).read_text() == (run_output / name).read_text(), name
+    cv_merged, cv_whole = (pd.read_csv(f / "cv_results.csv") for f in (merged, run_output))
+    scores = [c for c in cv_whole.columns if "test_score" in c]  # the *_time columns are wall times
+    assert scores and cv_merged[scores].equals(cv_whole[scores])
+    masks = [sorted(p.name for p in (f / "masks").iterdir()) for f in (merged, run_output)]
+    assert masks[0] == masks[1] and masks[0]

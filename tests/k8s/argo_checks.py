@@ -179,7 +179,9 @@ def _container_problems(template: dict[str, Any], parameters: dict[str, str], pa
     step = args.step
     limits = container.get("resources", {}).get("limits", {})
     if step in GPU_STEPS:
-        if limits.get("nvidia.com/gpu") != "1" or not template.get("tolerations") or not template.get("nodeSelector"):
+        gpus = limits.get("nvidia.com/gpu")
+        allowed = {"1", "{{workflow.parameters.gpus}}"} if "gpus" in parameters else {"1"}
+        if gpus not in allowed or not template.get("tolerations") or not template.get("nodeSelector"):
             problems.append(f"{where}: GPU step without GPU limit, toleration and node selector")
         if "podSpecPatch" not in template:
             problems.append(f"{where}: GPU step without the CPU switch (podSpecPatch)")

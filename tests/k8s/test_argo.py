@@ -81,7 +81,10 @@ def test_full_pipeline_has_the_card_steps_with_gpus_and_s3_artifacts():
     for mode in ("synthetic", "real"):
         steps = {templates[t["template"]]["container"]["args"][0] for t in templates[mode]["dag"]["tasks"]}
         assert CARD_STEPS <= steps, mode
-    assert {t["name"] for t in templates["synthetic"]["dag"]["tasks"]} == {t.name for t in tasks("synthetic", "ci")}
+    sharded = {f"{t.name}-{part}" for t in tasks("synthetic", "ci") if t.step in ("preprocess", "radiomics")
+               for part in ("plan", "shard")}
+    expected = {t.name for t in tasks("synthetic", "ci")} | sharded
+    assert {t["name"] for t in templates["synthetic"]["dag"]["tasks"]} == expected
     gpu = [t for t in templates.values() if "container" in t
            and "nvidia.com/gpu" in t["container"].get("resources", {}).get("limits", {})]
     assert {t["container"]["args"][0] for t in gpu} == {"pretrain", "baseline-infer", "finetune-stage1",
@@ -98,7 +101,8 @@ def test_full_pipeline_has_the_card_steps_with_gpus_and_s3_artifacts():
 def test_cpu_switch_patch_is_json_and_survives_argo_templating():
     patch = json.loads(argo_render.CPU_PATCH)
     assert patch["nodeSelector"] is None
-    assert patch["containers"][0] == {"name": "main", "resources": {"limits": {"nvidia.com/gpu": None}}}
+    assert patch["containers"][0] == {"name": "main", "resources": {"requests": {"cpu": argo_render.CPU_FALLBACK_CPU},
+                                                                   "limits": {"nvidia.com/gpu": None}}}
     assert "}}" not in argo_render.CPU_PATCH  # Argo's template tag would end there
 
 
@@ -106,12 +110,79 @@ def test_cron_workflow_is_argo_4():
     cron = load("retrain-cron.yaml")
     assert cron["kind"] == "CronWorkflow" and "schedule" not in cron["spec"]
     assert cron["spec"]["schedules"] and cron["spec"]["concurrencyPolicy"] == "Forbid"
-    container = workflow_spec(cron)["templates"][0]["container"]
-    assert container["args"][0] == "retrain"
-    env = {e["name"]: e for e in container["env"]}
-    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mammo-s3"
-    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    for template in workflow_spec(cron)["templates"]:
+        if template.get("container", {}).get("command") != ["mammo"]:
+            continue
+        env = {e["name"]: e for e in template["container"]["env"]}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mammo-s3"
+        assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_retraining_is_a_dag_of_the_pipeline_step_templates():
+    """discover -> preprocess the new studies (sharded) -> data -> split (locked) -> fine-tune -> score both -> gate,
+    with the full pipeline's templates for the shared steps (same image, resources, retries, GPU handling)."""
+    spec = workflow_spec(load("retrain-cron.yaml"))
+    templates = {t["name"]: t for t in spec["templates"]}
+    dag = {t["name"]: t for t in templates[spec["entrypoint"]]["dag"]["tasks"]}
+    steps = {name: templates[t["template"]]["container"]["args"][0] for name, t in dag.items()}
+    assert steps == {"discover": "retrain-discover", "preprocess-new-plan": "shard-plan",
+                     "preprocess-new-shard": "preprocess", "preprocess-new": "preprocess",
+                     "training-data": "retrain-data", "split-hospital": "split",
+                     "challenger-stage1": "finetune-stage1", "challenger": "finetune-stage2",
+                     "score-champion": "baseline-infer", "score-challenger": "baseline-infer",
+                     "gate": "retrain-gate"}
+    assert all(t["when"] == "{{tasks.discover.outputs.parameters.proceed}} == true"
+               for name, t in dag.items() if name != "discover")
+    assert "challenger" in dag["gate"]["depends"] and "score-champion" in dag["gate"]["depends"]
+    split_args = templates[dag["split-hospital"]["template"]]["container"]["args"]
+    assert split_args[split_args.index("--previous") + 1] == "/work/discover/previous/split/split.csv"
+    pipeline = {t["name"]: t for t in load("full-pipeline.yaml")["spec"]["templates"]}
+    for name, step in (("challenger", "finetune2-stage2"), ("split-hospital", "split-hospital")):
+        mine, theirs = templates[dag[name]["template"]], pipeline[step]
+        for key in ("retryStrategy", "activeDeadlineSeconds", "nodeSelector", "tolerations", "podSpecPatch"):
+            assert mine.get(key) == theirs.get(key), (name, key)
+        assert mine["container"]["image"] == theirs["container"]["image"]
+        assert mine["container"]["resources"] == theirs["container"]["resources"]
+    discover = templates[dag["discover"]["template"]]
+    assert "{{workflow.name}}" in discover["container"]["args"]
+    assert discover["outputs"]["parameters"][0]["valueFrom"]["path"] == "/work/discover/proceed.txt"
 
 
 def test_template_and_workflow_share_one_spec():
     assert load("full-pipeline.yaml")["spec"] == load("full-pipeline-template.yaml")["spec"]
+
+
+def test_training_steps_take_the_gpu_count_from_a_parameter():
+    spec = load("full-pipeline.yaml")["spec"]
+    limits = {t["container"]["args"][0]: t["container"]["resources"]["limits"].get("nvidia.com/gpu")
+              for t in spec["templates"] if "container" in t and t["container"].get("command") == ["mammo"]}
+    assert {limits[s] for s in ("pretrain", "finetune-stage1", "finetune-stage2")} == {"{{workflow.parameters.gpus}}"}
+    assert limits["baseline-infer"] == "1"
+    assert {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}["gpus"] == "1"
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "real"])
+def test_preprocess_and_radiomics_fan_out_over_a_shard_plan_and_merge(mode):
+    spec = load("full-pipeline.yaml")["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    dag = {t["name"]: t for t in templates[mode]["dag"]["tasks"]}
+    sharded = [name for name in dag if name.startswith("preprocess-") and not name.endswith(("-plan", "-shard"))]
+    for name in [*sharded, "radiomics"]:
+        plan, shard, merge = dag[f"{name}-plan"], dag[f"{name}-shard"], dag[name]
+        plan_template = templates[plan["template"]]
+        assert plan_template["container"]["args"][:3] == ["shard-plan", "--step", name.split("-")[0]]
+        assert plan_template["outputs"]["parameters"][0]["valueFrom"]["path"] == "/tmp/plan.json"
+        assert shard["withParam"] == f"{{{{tasks.{name}-plan.outputs.parameters.shards}}}}"
+        assert f"{name}-plan" in shard["depends"] and f"{name}-shard" in merge["depends"]
+        shard_args = templates[shard["template"]]["container"]["args"]
+        assert shard_args[-2:] == ["--shard", "{{inputs.parameters.index}}/{{inputs.parameters.count}}"]
+        shard_key = templates[shard["template"]]["outputs"]["artifacts"][0]["s3"]["key"]
+        assert shard_key == f"{{{{workflow.name}}}}/{name}.shards/{{{{inputs.parameters.index}}}}/"
+        merge_template = templates[merge["template"]]
+        args = merge_template["container"]["args"]
+        assert args[args.index("--merge-shards") + 1] == f"/work/{name}.shards"
+        assert "--input" not in args  # the merge never downloads the DICOMs again
+        inputs = {a["name"]: a for a in merge_template["inputs"]["artifacts"]}
+        assert inputs["shards"]["s3"]["key"] == f"{{{{workflow.name}}}}/{name}.shards/"
+        assert merge_template["outputs"]["artifacts"][0]["path"] == f"/work/{name}"  # downstream sees one folder
+    assert {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}["shards"] == "4"

@@ -90,7 +90,8 @@ def test_what_the_workflows_refer_to_exists(built, overlay):
 def test_dev_runs_minio_and_prod_points_outside(built):
     dev_s3 = yaml.safe_load(by_kind(built["dev"], "ConfigMap")["artifact-repositories"]["data"]["default-v1"])["s3"]
     minio = by_kind(built["dev"], "Service")["minio"]
-    assert dev_s3["endpoint"] == f"minio:{minio['spec']['ports'][0]['port']}" and dev_s3["insecure"] is True
+    minio_host = f"{minio['metadata']['name']}.{minio['metadata']['namespace']}.svc.cluster.local"
+    assert dev_s3["endpoint"] == f"{minio_host}:{minio['spec']['ports'][0]['port']}" and dev_s3["insecure"] is True
     assert set(by_kind(built["dev"], "Secret")["mammo-s3"]["data"]) == {"accesskey", "secretkey"}
     assert "minio-create-bucket" in by_kind(built["dev"], "Job")
     assert "minio-data" in by_kind(built["dev"], "PersistentVolumeClaim")

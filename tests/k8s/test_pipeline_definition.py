@@ -7,6 +7,7 @@ import pytest
 
 from common.pipeline import STEP_RESOURCES, Out, tasks
 from common.profile import load_profile
+from common.retrain_dag import retrain_tasks
 from jobs.cli import build_parser
 
 # docs/contracts.md, "Work directory layout".
@@ -120,7 +121,8 @@ def test_gpu_steps_are_the_model_steps():
         "pretrain", "baseline-infer", "finetune-stage1", "finetune-stage2"}
     from_datasets = {"hospital_dataset": "vindr-mammo", "hospital_metadata_0": "m.csv", "hospital_dicom": "d",
                      "checkpoint": "c.h5"}
-    used = {t.step for t in tasks("synthetic", "ci")} | {t.step for t in tasks("real", "ci", from_datasets)}
+    used = {t.step for t in tasks("synthetic", "ci")} | {t.step for t in tasks("real", "ci", from_datasets)} \
+        | {t.step for t in retrain_tasks("ci")}
     assert set(STEP_RESOURCES) == used
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from harness import NAMESPACE, Submission, submissions, submit_and_wait
 
 from common.profile import load_profile
 
@@ -103,25 +104,38 @@ def port_forward(context: str, service: str, port: int) -> Iterator[int]:
         process.wait(timeout=10)
 
 
-def test_full_pipeline_on_cpu_with_the_ci_profile(cluster):
-    patients = load_profile("ci")["synth"]["patients"]
-    submitted = run(
-        "argo", "--context", cluster, "-n", "mammo", "submit", str(ROOT / "argo/full-pipeline.yaml"),
-        "-p", "profile=ci", "-p", "gpu=false", "-p", f"image-registry={REGISTRY}", "-p", f"image-tag={TAG}",
-        *[arg for d, n in patients.items() for arg in ("-p", f"synth-patients-{d}={n}")],
-        "--wait", "--output", "json", timeout=6 * 3600)
-    workflow = json.loads(submitted)
-    name = workflow["metadata"]["name"]
-    status = json.loads(run("argo", "--context", cluster, "-n", "mammo", "get", name, "--output", "json"))
-    assert status["status"]["phase"] == "Succeeded", status["status"].get("message")
+def s3_client(port: int):
+    import boto3
 
     dev = yaml.safe_load((ROOT / "manifests/overlays/dev/kustomization.yaml").read_text())
     credentials = dict(item.split("=", 1) for item in dev["secretGenerator"][0]["literals"])
-    import boto3
+    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                        aws_access_key_id=credentials["accesskey"], aws_secret_access_key=credentials["secretkey"])
 
+
+def succeeded(context: str, name: str) -> dict:
+    status = json.loads(run("argo", "--context", context, "-n", NAMESPACE, "get", name, "--output", "json"))
+    assert status["status"]["phase"] == "Succeeded", status["status"].get("message")
+    return status
+
+
+def pipeline_runs(context: str, retrain: dict[str, str] | None = None) -> dict[str, Submission]:
+    return {s.label: s for s in submissions((REGISTRY, TAG), load_profile("ci")["synth"]["patients"], context,
+                                            retrain)}
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(cluster) -> str:
+    """The Workflow file submitted as the README writes it (plus the kind image and ci settings)."""
+    name = submit_and_wait(pipeline_runs(cluster)["workflow file"], cluster, PIPELINE_TIMEOUT)
+    succeeded(cluster, name)
+    return name
+
+
+def test_full_pipeline_on_cpu_with_the_ci_profile(cluster, pipeline_run):
+    name = pipeline_run
     with port_forward(cluster, "minio", 9000) as port:
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                          aws_access_key_id=credentials["accesskey"], aws_secret_access_key=credentials["secretkey"])
+        s3 = s3_client(port)
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="mammo", Prefix=f"{name}/report/").get("Contents", [])}
         assert {f"{name}/report/report.html", f"{name}/report/summary.json", f"{name}/report/_SUCCESS.json"} <= keys
         summary = json.loads(s3.get_object(Bucket="mammo", Key=f"{name}/report/summary.json")["Body"].read())
@@ -137,3 +151,33 @@ def test_full_pipeline_on_cpu_with_the_ci_profile(cluster):
     assert samples[("mammo_step_success", "mammo_report", "report")] == 1.0
     assert samples[("mammo_step_success", "mammo_finetune_stage2", "finetune2-stage2")] == 1.0
     assert samples[("mammo_workflow_success", "mammo_workflow", None)] == 1.0
+
+
+def test_the_installed_workflow_template_runs(cluster, pipeline_run):
+    name = submit_and_wait(pipeline_runs(cluster)["workflow template"], cluster, PIPELINE_TIMEOUT)
+    succeeded(cluster, name)
+
+
+def test_a_manual_trigger_of_the_retraining_cron(cluster, pipeline_run):
+    """New studies = the pipeline run's synthetic hospital, seed champion = its fine-tuned model."""
+    with port_forward(cluster, "minio", 9000) as port:
+        s3 = s3_client(port)
+        prefix = f"{pipeline_run}/synth-hospital/"
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="mammo", Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix):]
+                target = f"kind/incoming/{relative[len('dicom/'):]}" if relative.startswith("dicom/") else None
+                if relative == "cohort.csv":
+                    target = "kind/cohort.csv"
+                if target:
+                    s3.copy_object(Bucket="mammo", Key=target, CopySource={"Bucket": "mammo", "Key": item["Key"]})
+    retrain = {"hospital": "s3://mammo/kind/incoming/", "cohort": "s3://mammo/kind/cohort.csv",
+               "registry": "s3://mammo/kind/models/", "state": "s3://mammo/kind/retrain/", "min-new-studies": "1",
+               "seed-champion": f"s3://mammo/{pipeline_run}/finetune2-stage2/"}
+    name = submit_and_wait(pipeline_runs(cluster, retrain)["retraining cron (manual trigger)"], cluster,
+                           PIPELINE_TIMEOUT)
+    succeeded(cluster, name)
+    with port_forward(cluster, "minio", 9000) as port:
+        s3 = s3_client(port)
+        state = json.loads(s3.get_object(Bucket="mammo", Key="kind/retrain/state.json")["Body"].read())
+        assert state["ingested"] and state["last_success_unixtime"]

@@ -1,0 +1,44 @@
+"""`mammo retrain-gate`: the retraining DAG's last step: gate, register, promote, move the state forward."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import telemetry
+from common.artifacts import require_success
+from common.retraining import GateInputs, gate, record_decision
+from common.storage import Storage
+
+HELP = "Champion/challenger gate on the locked test set; register the challenger, promote it if not worse."
+INPUT_ARGS = ("discovery", "images", "split", "challenger", "champion_scores", "challenger_scores")
+OUTPUT_ARG = "out"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, text in (("discovery", "retrain-discover output"), ("images", "training data (retrain-data)"),
+                       ("split", "split of the training data"), ("challenger", "finetune-stage2 model folder"),
+                       ("champion-scores", "baseline-infer of the champion"),
+                       ("challenger-scores", "baseline-infer of the challenger")):
+        parser.add_argument(f"--{name}", required=True, help=f"{text} folder")
+    parser.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin on the AUC difference")
+    parser.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the non-inferiority test")
+    parser.add_argument("--finetune-config", type=int, choices=(1, 2), default=2, help="recorded in the lineage")
+    parser.add_argument("--profile", default="demo", help="recorded in the lineage")
+    parser.add_argument("--out", required=True, help="folder for this run's decision record")
+
+
+def run(args: argparse.Namespace) -> int:
+    folders = {name: Path(getattr(args, name)) for name in INPUT_ARGS}
+    for folder in folders.values():
+        require_success(folder)
+    inputs = GateInputs(**folders, margin=args.margin, alpha=args.alpha, config=args.finetune_config,
+                        profile=args.profile)
+    try:
+        decision = gate(inputs, Storage(getattr(args, "s3_endpoint", None)))
+    except BaseException:
+        telemetry.push_retrain_decision("failed", 0)
+        raise
+    record_decision(decision, Path(args.out))
+    print(f"mammo retrain-gate: {decision.decision}: {decision.reason}")
+    return 0
