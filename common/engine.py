@@ -88,12 +88,12 @@ def candidates(binary: str) -> list[Engine]:
 
 
 def detect(image: str, binary: str | None = None) -> Engine:
-    """The first flag set with which `image` (which must exist locally) runs `true`."""
+    """The first flag set with which `image` (which must exist locally) runs `true` instead of its entrypoint."""
     binary = binary or find_binary()
     errors = []
     for engine in candidates(binary):
         try:
-            probe = subprocess.run(engine.run_command("--rm", "--network", "none", image, "true"),
+            probe = subprocess.run(engine.run_command("--rm", "--network", "none", "--entrypoint", "true", image),
                                    capture_output=True, text=True, timeout=PROBE_SECONDS)
         except subprocess.TimeoutExpired:
             errors.append(f"{' '.join(engine.global_flags + engine.limit_flags) or 'default flags'}: timed out")

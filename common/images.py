@@ -139,8 +139,11 @@ def costs(engine: Engine, images: dict[str, str]) -> dict:
         rows = layers(engine, image)
         per_image[step] = {"image": image, "bytes": sum(r["bytes"] for r in rows),
                            "layers": [r for r in rows if r["bytes"] > 0]}
+        # A layer is its instruction on top of its parent chain (intermediate layers have no id of their own).
+        chain: tuple[str, ...] = ()
         for row in rows:
-            distinct[row["id"] or row["created_by"]] = row["bytes"]
+            chain += (row["id"] if row["id"] not in ("", "<missing>") else row["created_by"],)
+            distinct[chain] = row["bytes"]
     largest = max(v["bytes"] for v in per_image.values())
     return {"images": per_image, "set_bytes": sum(distinct.values()), "largest_bytes": largest,
             "set_over_largest": round(sum(distinct.values()) / largest, 3)}
