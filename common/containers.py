@@ -120,6 +120,7 @@ class Executor:
     def __init__(self, workflow: Mapping[str, Any], engine: Engine, storage: Storage, bucket: str,
                  scratch: Path, echo: Echo = print, extra_run_flags: tuple[str, ...] = ()):
         self.spec = workflow["spec"]
+        self.generate_name = workflow.get("metadata", {}).get("generateName") or "mammo-"
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         self.engine = engine
         self.storage = storage
@@ -148,8 +149,7 @@ class Executor:
 
     def run(self, parameters: Mapping[str, str], name: str | None = None) -> Run:
         self.check()
-        prefix = self.spec.get("generateName") or "mammo-"
-        run = Run(name or f"{prefix}{secrets.token_hex(3)[:5]}", workflow_parameters(self.spec, parameters))
+        run = Run(name or f"{self.generate_name}{secrets.token_hex(3)[:5]}", workflow_parameters(self.spec, parameters))
         self.echo(f"workflow {run.name}: {self.engine.name} containers, artifacts in s3://{self.bucket}/{run.name}/")
         status = "Succeeded"
         try:
