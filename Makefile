@@ -77,9 +77,9 @@ cpu-images: container-deps
 	python3 -m common.images build --steps "$(IMAGE_STEPS)" --registry $(REGISTRY) --tag $(VERSION)
 
 # Builds the base and every CPU image, runs the ci pipeline as containers through a loopback S3 and Pushgateway
-# and compares it with the same run in-process (tests/containers); skips where no container can run.
+# and compares it with the same run in-process (tests/integration/test_images.py); skips where no container can run.
 image-test: $(STAMP) system-deps container-deps
-	MAMMO_IMAGE_TEST=1 $(VENV)/bin/pytest -q -rs -m containers tests/containers
+	MAMMO_IMAGE_TEST=1 $(VENV)/bin/pytest -q -rs -m containers tests/integration/test_images.py
 
 kind-test: $(STAMP)
 	$(VENV)/bin/pytest -q tests/kind -m kind

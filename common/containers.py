@@ -118,7 +118,7 @@ class Executor:
     """Runs one Workflow object (a dict as rendered) with an engine, an S3 bucket and a scratch folder."""
 
     def __init__(self, workflow: Mapping[str, Any], engine: Engine, storage: Storage, bucket: str,
-                 scratch: Path, echo: Echo = print, extra_run_flags: tuple[str, ...] = ()):
+                 scratch: Path, echo: Echo = print):
         self.spec = workflow["spec"]
         self.generate_name = workflow.get("metadata", {}).get("generateName") or "mammo-"
         self.templates = {t["name"]: t for t in self.spec["templates"]}
@@ -127,7 +127,6 @@ class Executor:
         self.bucket = bucket
         self.scratch = scratch
         self.echo = echo
-        self.extra_run_flags = extra_run_flags
 
     def check(self) -> None:
         """Refuse, before anything runs, a Workflow using what this executor would run differently from Argo."""
@@ -268,7 +267,7 @@ class Executor:
         if container.get("command"):
             flags += ["--entrypoint", json.dumps(container["command"])]
         args = [run.substitute(a, extra) for a in container.get("args", [])]
-        return self.engine.run_command(*flags, *self.extra_run_flags, run.substitute(container["image"]), *args)
+        return self.engine.run_command(*flags, run.substitute(container["image"]), *args)
 
 
 def host_path(mounts: Mapping[str, Path], container_path: str) -> Path:
