@@ -13,7 +13,8 @@ ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null
 IMAGE_STEPS := synth preprocess split pretrain baseline-infer finetune-stage1 finetune-stage2 radiomics report retrain
 GPU_STEPS := pretrain baseline-infer finetune-stage1 finetune-stage2 retrain
 
-.PHONY: run test lint bench argo constraints images kind-test system-deps clean
+.PHONY: run test lint bench argo constraints images cpu-images base-image image-test kind-test system-deps \
+        container-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,12 +59,27 @@ constraints: $(STAMP)
 	 echo "# Regenerate from a working .venv with: make constraints"; \
 	 $(VENV)/bin/pip freeze --exclude-editable | grep -v '^mammo-domain-shift') > constraints.txt
 
-images:
-	@test -n "$(ENGINE)" || (echo "make images: needs docker or podman" >&2; exit 2)
-	for step in $(IMAGE_STEPS); do \
-	  $(ENGINE) build -f Dockerfile.cpu --target $$step -t $(REGISTRY)/mammo-$$step:$(VERSION) . || exit 1; done
-	for step in $(GPU_STEPS); do \
-	  $(ENGINE) build -f Dockerfile.gpu --target $$step -t $(REGISTRY)/mammo-$$step:$(VERSION)-gpu . || exit 1; done
+# Container images (common/images.py): the published python base image, else one built here from Debian with
+# debootstrap; the engine flags this host needs are probed, not assumed. Builds use the host network and CA bundle.
+container-deps:
+	@(command -v podman && command -v runc && command -v debootstrap) >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap) || \
+	  echo "container-deps: could not install podman, runc and debootstrap; the image tests will skip" >&2
+
+base-image: container-deps
+	python3 -m common.images base
+
+images: container-deps
+	python3 -m common.images build --steps "$(IMAGE_STEPS)" --gpu-steps "$(GPU_STEPS)" --registry $(REGISTRY) \
+	  --tag $(VERSION)
+
+cpu-images: container-deps
+	python3 -m common.images build --steps "$(IMAGE_STEPS)" --registry $(REGISTRY) --tag $(VERSION)
+
+# Builds the base and every CPU image, runs the ci pipeline as containers through a loopback S3 and Pushgateway
+# and compares it with the same run in-process (tests/integration/test_images.py); skips where no container can run.
+image-test: $(STAMP) system-deps container-deps
+	MAMMO_IMAGE_TEST=1 $(VENV)/bin/pytest -q -rs -m containers tests/integration/test_images.py
 
 kind-test: $(STAMP)
 	$(VENV)/bin/pytest -q tests/kind -m kind

@@ -77,6 +77,10 @@ def add_arguments(parser) -> None:
     for option, domain in DATASET_OPTIONS.items():
         parser.add_argument(option, type=dataset_spec, metavar="SPEC",
                             help=f"the {domain} domain from a public dataset: {SPEC_HELP}")
+    parser.add_argument("--executor", choices=["local", "podman"], default="local",
+                        help="local: each task a mammo process; podman: the rendered Argo Workflow, each task a "
+                             "container of its step image, folders passed only through S3 (needs --artifacts)")
+    parser.add_argument("--artifacts", help="podman executor: s3://bucket serving as Argo's artifact repository")
 
 
 def run(args) -> int:
@@ -105,6 +109,8 @@ def run(args) -> int:
             print(f"{task.name:<20} {'runs: ' + reason if reason else 'up to date':<40} after "
                   f"{', '.join(task.depends) or '-'}")
         return 0
+    if args.executor == "podman":
+        return _run_in_containers(args, params)
     print(f"pipeline: {mode} mode, profile {args.profile}, {len(plan)} tasks in {args.workdir}")
     try:
         runner.run_tasks(plan, args.workdir, force=args.force, start=args.start)
@@ -114,5 +120,22 @@ def run(args) -> int:
     except runner.Stopped as error:
         print(f"pipeline: {error}", file=sys.stderr)
         return error.exit_code
+    print(f"report: {(args.workdir / 'report' / 'report.html').resolve()}")
+    return 0
+
+
+def _run_in_containers(args, params) -> int:
+    from common import containers
+    from common.engine import EngineUnavailable
+
+    if not args.artifacts:
+        raise UnusableInput("--executor podman needs --artifacts s3://bucket")
+    try:
+        containers.run_pipeline(args.profile, tuple(args.configs), params, args.artifacts, args.workdir)
+    except (containers.UnsupportedWorkflow, EngineUnavailable) as error:
+        raise UnusableInput(str(error)) from error
+    except containers.WorkflowFailed as error:
+        print(f"pipeline: {error}")
+        return 1
     print(f"report: {(args.workdir / 'report' / 'report.html').resolve()}")
     return 0
