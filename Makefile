@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 ifeq ($(GPU),1)
 	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	  deps = p['dependencies'] + p['optional-dependencies']['test']; \
+	  extra = p['optional-dependencies']; \
+	  deps = p['dependencies'] + [d for k in ('model', 'argo', 'test') for d in extra[k] if not d.startswith('mammo-')]; \
 	  print('\n'.join(d for d in deps if not d.startswith('tensorflow-cpu')))" > $(VENV)/requirements-gpu.txt
 	$(PY) -m pip install -q -r $(VENV)/requirements-gpu.txt 'tensorflow[and-cuda]>=2.18,<3'
 	$(PY) -m pip install -q --no-deps -e .

@@ -263,7 +263,10 @@ class Executor:
         for target, source in mounts.items():
             flags += ["-v", f"{source}:{target}"]
         for variable in container.get("env", []):
-            flags += ["-e", f"{variable['name']}={run.substitute(variable['value'], extra)}"]
+            if "value" in variable:
+                flags += ["-e", f"{variable['name']}={run.substitute(variable['value'], extra)}"]
+            elif variable["name"] in os.environ:  # valueFrom a ConfigMap/Secret: this machine's own value
+                flags += ["-e", variable["name"]]
         if container.get("command"):
             flags += ["--entrypoint", json.dumps(container["command"])]
         args = [run.substitute(a, extra) for a in container.get("args", [])]

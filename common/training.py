@@ -301,7 +301,11 @@ class TrainingRun:
 
 
 def train_phase(**kwargs: Any) -> TrainingRun:
-    """`_train_phase` under the pod's distribution strategy (common.distribute: mirrored over several GPUs)."""
+    """`_train_phase` under the pod's distribution strategy (common.distribute: mirrored over several GPUs).
+
+    Threads are fixed first: creating the strategy initialises TensorFlow, after which they cannot change.
+    """
+    configure_determinism(kwargs["profile"])
     strategy = distribute.training_strategy()
     with strategy.scope():
         run = _train_phase(**kwargs)

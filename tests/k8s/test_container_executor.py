@@ -45,7 +45,8 @@ def option_values(argv: list[str], option: str) -> list[str]:
     return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == option]
 
 
-@pytest.mark.parametrize("task_name", ["synth-film", "preprocess-hospital", "finetune1-stage2", "report"])
+# preprocess and radiomics are sharded (withParam) in the Workflow now, which this executor refuses (issue 17).
+@pytest.mark.parametrize("task_name", ["synth-film", "split-hospital", "finetune1-stage2", "report"])
 def test_command_line_is_the_templates_pod_spec(workflow, tmp_path, task_name):
     executor = Executor(workflow, ENGINE, storage=None, bucket="bucket", scratch=tmp_path)
     mounts = {"/work": tmp_path / "work", "/tmp": tmp_path / "tmp"}
