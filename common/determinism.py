@@ -21,8 +21,12 @@ def configure_determinism(profile: dict[str, Any]) -> dict[str, Any]:
     """Call before the first TensorFlow op runs; returns what was set, for the step's record."""
     threads = int(profile.get("runtime", {}).get("threads", DEFAULT_THREADS))
     tf.config.experimental.enable_op_determinism()
-    if tf.config.threading.get_intra_op_parallelism_threads() != threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    if tf.config.threading.get_inter_op_parallelism_threads() != threads:
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    return {"op_determinism": True, "intra_op_threads": threads, "inter_op_threads": threads}
+    try:
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        if tf.config.threading.get_inter_op_parallelism_threads() != threads:
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already ran in this process (a caller in-process): its threads stay, recorded
+        pass
+    return {"op_determinism": True, "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}

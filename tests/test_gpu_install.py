@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def dry_run(*args: str) -> list[str]:
     # A fresh stamp target name forces make to print the install recipe even where the venv exists.
     result = subprocess.run(["make", "-n", "-B", "run", *args], cwd=ROOT, capture_output=True, text=True, check=True)
-    return result.stdout.splitlines()
+    # Under an outer make (make test) the inner one also prints its make[N] directory lines.
+    return [line for line in result.stdout.splitlines() if not line.startswith("make[")]
 
 
 def test_cpu_default_is_unchanged():
