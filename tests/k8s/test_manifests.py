@@ -4,8 +4,6 @@ objects pass the Hera checks, and no credential is written anywhere but the dev 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -21,17 +19,8 @@ OVERLAYS = ("dev", "prod")
 
 
 @pytest.fixture(scope="module")
-def built() -> dict[str, list[dict]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with built-in kustomize) is not installed")
-    out = {}
-    for overlay in OVERLAYS:
-        result = subprocess.run([kubectl, "kustomize", str(ROOT / "manifests/overlays" / overlay)],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, f"kustomize {overlay}: {result.stderr}"
-        out[overlay] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    return out
+def built(kustomize_builds) -> dict[str, list[dict]]:
+    return kustomize_builds
 
 
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
