@@ -14,6 +14,10 @@ The parts of a fingerprint:
 
 It is computed from the argv alone, without the step's parser, so the runner predicts a task's
 fingerprint without importing the step (and TensorFlow); the CLI records the same function's result.
+
+A sharded task (common.shards) is the one exception: its result is written by the merge, whose command line
+lacks the inputs only the shards read. Each shard records the task's fingerprint plus its `--shard I/N`, so
+the merge records the task's own fingerprint (`of_shards`), and the runner decides from the merged folder alone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from common.profile import load_profile
 DEFAULT_PROFILE = "demo"
 IGNORED_OPTIONS = frozenset({"--out", "--workers", "--s3-endpoint", "--work"})  # --work: retrain's scratch
 HASHED_FILE_BYTES = 64 << 20
+SHARD_OPTION, MERGE_OPTION = "--shard", "--merge-shards"
 
 _MODEL = ("image", "model", "training")
 PROFILE_READS: dict[str, tuple[str, ...]] = {
@@ -65,6 +70,10 @@ def parse_argv(argv: Sequence[str]) -> tuple[str, dict[str, list[str]]]:
 def of_argv(argv: Sequence[str]) -> dict[str, Any]:
     """{"digest": hex, "parts": {...}} of one step invocation (see the module docstring)."""
     step, options = parse_argv(argv)
+    if MERGE_OPTION in options:
+        merged = of_shards(options[MERGE_OPTION][0])
+        if merged is not None:
+            return merged
     out = options.get("--out", [None])[0]
     parts: dict[str, Any] = {"step": step, "args": {}, "inputs": {}, "version": __version__}
     for option, values in sorted(options.items()):
@@ -78,6 +87,29 @@ def of_argv(argv: Sequence[str]) -> dict[str, Any]:
     profile_name = (options.get("--profile") or [DEFAULT_PROFILE])[0]
     parts["profile"] = profile_values(step, load_profile(profile_name), options)
     return {"digest": _digest(parts), "parts": parts}
+
+
+def of_task(shard: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint of a shard's task: the shard's own without its `--shard I/N`."""
+    parts = json.loads(json.dumps(shard.get("parts", {})))
+    parts.get("args", {}).pop(SHARD_OPTION, None)
+    return {"digest": _digest(parts), "parts": parts}
+
+
+def of_shards(folder: str | Path) -> dict[str, Any] | None:
+    """The task fingerprint all finished shards under `folder` agree on; None if they do not (or record none),
+    and the merge then refuses them (common.shards.shard_folders)."""
+    found = {}
+    for marker in sorted(Path(folder).glob(f"*/{SUCCESS}")):
+        try:
+            shard = json.loads(marker.read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            return None
+        if not shard:
+            return None
+        task = of_task(shard)
+        found[task["digest"]] = task
+    return next(iter(found.values())) if len(found) == 1 else None
 
 
 def profile_values(step: str, profile: dict[str, Any], options: dict[str, list[str]]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Local runner: executes the pipeline definition's tasks in order inside one work directory.
 
 It is the embedded default (no cluster): the same task list the Argo YAML is rendered from, each task
-a `mammo` subprocess exactly as a container would run it. A task is skipped when its folder holds
+a `mammo` subprocess exactly as a container would run it (a sharded one as `python -m common.shards`, which
+starts its shards and merge inside the task's process group). A task is skipped when its folder holds
 `_SUCCESS.json` with the fingerprint the task would have now (common.fingerprint); otherwise it reruns,
 and so does everything downstream of it, each with a one-line reason. The work folder is locked for the
 whole run; a SIGTERM or SIGINT to the runner goes to the running task's whole process group (its pool
@@ -91,12 +92,9 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
                 continue
             echo(f"{prefix}: runs ({reason}): mammo {' '.join(task.argv(workdir))}")
             started, cpu_before = time.time(), _children_cpu_seconds()
-            if shards.is_sharded(task.step):  # the same shard plan as on Argo, shards as parallel processes
-                code = shards.run_local(task.step, task.argv(workdir), _child_env(task.name), echo)
-                if code == 0:
-                    _claim(workdir / task.name, task.argv(workdir))
-            else:
-                code = _run_child([sys.executable, "-m", "jobs.cli", *task.argv(workdir)], task.name)
+            # A sharded task: the same shard plan as on Argo, its shards and merge as processes of its own group.
+            program = "common.shards" if shards.is_sharded(task.step) else "jobs.cli"
+            code = _run_child([sys.executable, "-m", program, *task.argv(workdir)], task.name)
             timings[task.name] = round(time.time() - started, 1)
             cpu[task.name] = round(_children_cpu_seconds() - cpu_before, 1)
             if code != 0:
@@ -167,13 +165,6 @@ def _child_env(task_name: str) -> dict[str, str]:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("PIPELINE_ID", "local")
     return env
-
-
-def _claim(folder: Path, argv: list[str]) -> None:
-    """A merged sharded output is the result of the task's own command line, so it carries that fingerprint
-    (the merge step recorded its --merge-shards one), and an unchanged rerun finds it up to date."""
-    marker = folder / SUCCESS
-    atomic_write_json(marker, {**json.loads(marker.read_text()), "fingerprint": fingerprint.of_argv(argv)})
 
 
 def _children_cpu_seconds() -> float:

@@ -8,7 +8,8 @@ A sharded task runs in three parts, on Argo as pods and locally as processes, fr
           `<task>.shards/<i>/` with `_SUCCESS.json` naming {index, count};
   merge   `mammo <step> --merge-shards <task>.shards ...` checks that every shard of the plan finished, combines
           them and writes the task's one output folder, `_SUCCESS.json` last; downstream tasks see no difference.
-A rerun keeps the shards that finished (their `_SUCCESS.json` names the same plan) and redoes only the others.
+A rerun keeps the shards that finished (their `_SUCCESS.json` names the same plan and the task's current
+fingerprint, common.fingerprint.of_task) and redoes only the others; the merge records that task fingerprint.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from common import fingerprint
 from common.artifacts import SUCCESS, UnusableInput
 
 T = TypeVar("T")
@@ -81,15 +83,21 @@ def shard_folders(folder: str | Path) -> list[Path]:
     """The finished shards under `folder`, in index order; refuses an incomplete or mixed set."""
     folder = Path(folder)
     found: dict[int, tuple[Path, int]] = {}
+    tasks = set()
     for child in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
         marker = child / SUCCESS
         if marker.is_file():
-            shard = json.loads(marker.read_text()).get("shard", {})
+            record = json.loads(marker.read_text())
+            shard = record.get("shard", {})
             found[int(shard["index"])] = (child, int(shard["count"]))
+            tasks.add(fingerprint.of_task(record.get("fingerprint") or {})["digest"])
     counts = {count for _, count in found.values()}
     if len(counts) != 1:
         raise UnusableInput(f"{folder}: no finished shards" if not counts else
                             f"{folder}: shards of different plans ({sorted(counts)} shards)")
+    if len(tasks) != 1:
+        raise UnusableInput(f"{folder}: shards of different runs (inputs, arguments or profile changed between "
+                            "them); rerun the stale ones, then merge")
     [count] = counts
     missing = sorted(set(range(count)) - set(found))
     if missing:
@@ -145,9 +153,10 @@ def run_local(step: str, argv: list[str], env: Mapping[str, str], echo=print,
     out = option(argv, "--out")
     folder = out + SHARDS_SUFFIX
     shards = local_plan(step, argv, requested)
+    task = fingerprint.of_argv(argv)["digest"]
     running = []
     for shard in shards:
-        if _finished(Path(folder) / str(shard["index"]), shard):
+        if _finished(Path(folder) / str(shard["index"]), shard, task):
             echo(f"  shard {shard['index']}/{shard['count']}: done earlier, kept")
             continue
         command = [*shard_argv(argv, folder, shard["index"], shard["count"]), "--workers", "1"]
@@ -163,11 +172,36 @@ def run_local(step: str, argv: list[str], env: Mapping[str, str], echo=print,
     return subprocess.run([sys.executable, "-m", "jobs.cli", *merge_argv(step, argv, folder)], env=dict(env)).returncode
 
 
-def _finished(folder: Path, shard: dict[str, int]) -> bool:
+def main(argv: list[str]) -> int:
+    """`python -m common.shards STEP --option ...`: one sharded task as the local runner starts it, leading its own
+    process group; the shards and the merge share that group, so the runner's stop reaches all of them, and so does
+    the parent-death SIGTERM of a runner killed outright (passed on to the group)."""
+    from jobs.startup import stop_group_on_sigterm
+
+    stop_group_on_sigterm()
+    if not argv or not is_sharded(argv[0]):
+        print(f"usage: python -m common.shards {{{','.join(SHARDED_STEPS)}}} OPTIONS...", file=sys.stderr)
+        return 2
+    try:
+        return run_local(argv[0], argv, os.environ, echo=lambda line: print(line, flush=True))
+    except (UnusableInput, OSError, ValueError) as error:
+        print(f"mammo {argv[0]}: shard plan: {error}", file=sys.stderr)
+        return 2
+
+
+def _finished(folder: Path, shard: dict[str, int], task: str) -> bool:
+    """Finished under the same plan, for the task as it is now (not for inputs that have changed since)."""
     marker = folder / SUCCESS
-    return marker.is_file() and json.loads(marker.read_text()).get("shard") == shard
+    if not marker.is_file():
+        return False
+    record = json.loads(marker.read_text())
+    return record.get("shard") == shard and fingerprint.of_task(record.get("fingerprint") or {})["digest"] == task
 
 
 def record(index: int, count: int) -> dict[str, Any]:
     """What a shard writes into its `_SUCCESS.json` (the merge and a rerun check it)."""
     return {"index": index, "count": count}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

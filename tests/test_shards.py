@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common import shards
+from common import fingerprint, shards, workfolder
 from common.artifacts import SUCCESS
 from common.preprocess import preprocess_folder
 from jobs.cli import main
@@ -141,3 +144,100 @@ def test_shards_with_an_image_table_equal_one_unsharded_run(tmp_path, dicoms, ca
     assert "C1_R_CC,C1,R,CC,0" in (merged / "images.csv").read_text()  # the table's label, not the cohort's
     rejected = (merged / "rejected.csv").read_text()
     assert rejected.count("missing.dcm") == 1 and rejected.count("C9/1.dcm") == 1
+
+
+def _two_shards(monkeypatch) -> None:
+    sharded = shards.SHARDED_STEPS["preprocess"]
+    monkeypatch.setitem(shards.SHARDED_STEPS, "preprocess",
+                        shards.ShardedStep(sharded.size_arg, sharded.size_file, 2, sharded.merge_drops))
+
+
+def test_the_merge_records_the_tasks_own_fingerprint(tmp_path, dicoms, monkeypatch):
+    """Nobody patches the merged folder afterwards: its `_SUCCESS.json` alone tells a rerun that it is up to date,
+    and a changed input makes every shard stale (none is kept from the other input)."""
+    data, cohort = dicoms
+    out = tmp_path / "preprocess-hospital"
+    argv = ["preprocess", "--input", str(data), "--cohort", str(cohort), "--out", str(out), "--profile", "ci"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    _two_shards(monkeypatch)
+    assert shards.run_local("preprocess", argv, env, echo=lambda _: None, requested=2) == 0
+    assert fingerprint.explain(fingerprint.recorded(out), fingerprint.of_argv(argv)) is None
+    (data / "C3").mkdir()
+    (data / "C3" / "late.dcm").write_bytes(b"arrived after the first run")
+    assert fingerprint.explain(fingerprint.recorded(out), fingerprint.of_argv(argv)) == "changed: input --input"
+    lines = []
+    assert shards.run_local("preprocess", argv, env, echo=lines.append, requested=2) == 0
+    assert not any("kept" in line for line in lines), lines
+    assert "late.dcm" in (out / "rejected.csv").read_text()
+    assert fingerprint.explain(fingerprint.recorded(out), fingerprint.of_argv(argv)) is None
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+from common import runner
+from common.pipeline import Param, Task
+task = Task("preprocess-hospital", "preprocess", (("--input", Param("dicom")), ("--cohort", Param("cohort", "file")),
+            ("--out", ""), ("--profile", "")), "ci", {"dicom": sys.argv[2], "cohort": sys.argv[3]})
+try:
+    runner.run_tasks([task], Path(sys.argv[1]))
+except runner.Stopped as error:
+    print(error, file=sys.stderr)
+    sys.exit(error.exit_code)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the local shard plan has one shard per core")
+def test_stopping_the_runner_stops_every_shard_and_a_rerun_redoes_only_the_unfinished(tmp_path, mg_dicom,
+                                                                                          breast_image):
+    """SIGTERM to the runner during a sharded task: no shard (or its merge) is left running, nothing is published
+    half-way; the rerun keeps the shards that finished and redoes the others."""
+    data, cohort = tmp_path / "in", tmp_path / "cohort.csv"
+    pixels = np.rint(breast_image() * 4095).astype(np.uint16)
+    for i in range(300):  # two shards of 150 files: seconds of work each, well after the shards have started
+        mg_dicom(data / f"f{i:03d}.dcm", pixels, BitsStored=12, PatientID=f"P{i:03d}", ImageLaterality="L",
+                 ViewPosition="CC", PixelSpacing=[0.1, 0.1])
+    cohort.write_text("patient_id,age,label,pair_id,cancer_laterality\n"
+                      + "".join(f"P{i:03d},50,{i % 2},,{'L' if i % 2 else ''}\n" for i in range(300)))
+    work = tmp_path / "work"
+    parts, out = work / "preprocess-hospital.shards", work / "preprocess-hospital"
+    command = [sys.executable, "-c", RUNNER, str(work), str(data), str(cohort)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        running = _wait_for(lambda: [p for p in (workfolder.holder_pid(parts / str(i)) for i in range(2))
+                                     if p and _alive(p)] if (parts / "1").exists() else None, 120, "both shards")
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 128 + signal.SIGTERM
+        assert "stopped by SIGTERM during task preprocess-hospital" in first.stderr.read()
+        time.sleep(2)
+        assert [pid for pid in running if _alive(pid)] == []  # no orphan shard still converting
+    finally:
+        if first.poll() is None:
+            first.kill()
+    markers = {i: parts / str(i) / SUCCESS for i in range(2)}
+    finished = {i: marker.stat().st_mtime_ns for i, marker in markers.items() if marker.exists()}
+    assert len(finished) < 2 and not (out / SUCCESS).exists()  # stopped part-way, nothing published
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    for i, stamp in finished.items():
+        assert (parts / str(i) / SUCCESS).stat().st_mtime_ns == stamp  # kept, not recomputed
+        assert f"shard {i}/2: done earlier, kept" in again.stdout
+    assert len((out / "images.csv").read_text().splitlines()) == 1 + 300
+    assert json.loads((out / SUCCESS).read_text())["merged_shards"] == 2
