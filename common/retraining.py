@@ -6,7 +6,7 @@ training data (`training_data`), re-splits with the previous split locked (exist
 subset, so the test set stays the one earlier models were judged on), fine-tunes a challenger from the current
 champion, scores both models on the same test images and lets the champion/challenger gate (common.registry)
 decide (`gate`). On Argo each is its own pod (the CronWorkflow); `mammo retrain` runs the same task list locally
-(`RetrainRun`).
+through the local runner (`RetrainRun`), skipping what a stopped or failed run with the same run id finished.
 
 State lives in S3 under the state prefix, and `state.json` is written last: a run that dies part-way leaves
 the previous state in force and the next run sees the same studies as new again.
@@ -18,38 +18,25 @@ the previous state in force and the next run sees the same studies as new again.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from common import shards, telemetry
+from common import telemetry
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.registry import Champion, ModelRegistry, champion_challenger_gate
 from common.storage import S3Uri, Storage
 
-StepRunner = Callable[[str, list[str]], None]
+if TYPE_CHECKING:
+    from common.runner import Execute
+
 STATE = "state.json"
-
-
-def subprocess_runner(task: str, argv: list[str]) -> None:
-    """Run `mammo <argv>` as a child process (a sharded step as its shards and merge, common.shards); its metrics
-    are grouped under task `retrain-<task>`."""
-    env = {**os.environ, "MAMMO_TASK": f"retrain-{task}"}
-    if shards.is_sharded(argv[0]):
-        code = shards.run_local(argv[0], argv, env)
-    else:
-        code = subprocess.run([sys.executable, "-m", "jobs.cli", *argv], env=env).returncode
-    if code != 0:
-        raise UnusableInput(f"retraining step {task} (mammo {argv[0]}) failed with exit code {code}")
 
 
 @dataclass
@@ -264,53 +251,41 @@ def gate(inputs: GateInputs, storage: Storage) -> Decision:
 
 
 class RetrainRun:
-    """`mammo retrain` on one machine: the retraining DAG (common.retrain_dag) task by task in one work folder.
+    """`mammo retrain` on one machine: the retraining DAG (common.retrain_dag) run by the local runner in the run's
+    work folder, with the rule of `mammo pipeline run`: a task whose folder holds its current fingerprint is skipped,
+    so the same run id again resumes a run that stopped or failed part-way.
 
-    The model and data steps go through `runner` (`mammo` subprocesses; tests replace it), the three retraining
-    steps run in-process through their own CLI modules, exactly as their pods run them.
-    """
+    `execute` runs one task (default: the runner's child process; tests replace the model steps)."""
 
-    def __init__(self, settings: RetrainSettings, storage: Storage, runner: StepRunner = subprocess_runner,
-                 run_id: str | None = None):
+    def __init__(self, settings: RetrainSettings, storage: Storage, execute: Execute | None = None,
+                 run_id: str | None = None, echo: Callable[[str], None] = print):
         self.s = settings
         self.storage = storage
-        self.runner = runner
+        self.execute_task = execute
         self.run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         self.work = settings.work / self.run_id
+        self.echo = echo
 
     def execute(self, seed_champion: Path | str | None = None) -> Decision:
+        """Raises runner.TaskFailed / runner.Stopped (the run's folder keeps what finished)."""
+        from common import runner
         from common.retrain_dag import DISCOVER, retrain_tasks
 
         params = {"hospital": str(self.s.hospital), "cohort": str(self.s.cohort), "registry": str(self.s.registry),
                   "state": str(self.s.state), "run_id": self.run_id, "min_new_studies": str(self.s.min_new_studies),
                   "seed_champion": str(seed_champion or ""), "margin": str(self.s.margin), "alpha": str(self.s.alpha),
                   "finetune_config": str(self.s.config)}
-        for task in retrain_tasks(self.s.profile, params):
-            argv = task.argv(self.work)
-            if task.step in IN_PROCESS_STEPS:
-                _run_in_process(argv)
-            else:
-                self.runner(task.name, argv)
-            require_success(self.work / task.name)
-            if task.name == DISCOVER:
-                discovery = json.loads((self.work / DISCOVER / DISCOVERY).read_text())
-                if not discovery["proceed"]:
-                    return Decision(**discovery["decision"])
+        plan = retrain_tasks(self.s.profile, params)
+        # Discover first: on Argo every later task waits for its `proceed` output; here the run ends there.
+        runner.run_tasks(plan[:1], self.work, self.echo, execute=self.execute_task)
+        discovery = json.loads((self.work / DISCOVER / DISCOVERY).read_text())
+        if not discovery["proceed"]:
+            return Decision(**discovery["decision"])
+        runner.run_tasks(plan[1:], self.work, self.echo, execute=self.execute_task)
         return Decision(**json.loads((self.work / "gate" / "decision.json").read_text()))
 
 
 DISCOVERY = "discovery.json"
-IN_PROCESS_STEPS = ("retrain-discover", "retrain-data", "retrain-gate")
-
-
-def _run_in_process(argv: list[str]) -> None:
-    """A retraining step through its CLI module, raising its errors (the CLI would turn them into exit code 2)."""
-    from jobs.cli import build_parser
-
-    args = build_parser(load={argv[0]}).parse_args(argv)
-    code = args._module.run(args)
-    if code != 0:
-        raise UnusableInput(f"retraining step {argv[0]} failed with exit code {code}")
 
 
 def record_decision(decision: Decision, out: Path) -> None:

@@ -28,6 +28,8 @@ from common.artifacts import SUCCESS, UnusableInput, atomic_write_json
 from common.pipeline import Task
 
 Echo = Callable[[str], None]
+# Runs one task's `mammo` argv and returns its exit code (default: a child process of its own group, `execute`).
+Execute = Callable[[Task, list[str]], int]
 CPU_SECONDS = "cpu_seconds.json"  # core-seconds per task, beside timings.json (wall seconds)
 SKIPPED = "done earlier, skipped"
 # How long a stopped task may take to exit before its process group is killed.
@@ -73,14 +75,22 @@ def _reason(task: Task, workdir: Path, force: bool, start: str | None, earlier: 
 
 
 def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print, force: bool = False,
-              start: str | None = None) -> dict[str, float]:
+              start: str | None = None, execute: Execute | None = None) -> dict[str, float]:
     """Run every task not up to date; returns wall seconds per task run now (skipped tasks are absent)."""
     workdir.mkdir(parents=True, exist_ok=True)
     with workfolder.locked(workdir, "work folder"):
-        return _run_locked(tasks, workdir, echo, decide(tasks, workdir, force, start))
+        return _run_locked(tasks, workdir, echo, decide(tasks, workdir, force, start), execute or run_task)
 
 
-def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str | None]) -> dict[str, float]:
+def run_task(task: Task, argv: list[str]) -> int:
+    """A task as a child process leading its own group; a sharded one as `python -m common.shards`: the same shard
+    plan as on Argo, its shards and merge as processes of that group."""
+    program = "common.shards" if shards.is_sharded(task.step) else "jobs.cli"
+    return _run_child([sys.executable, "-m", program, *argv], task.name)
+
+
+def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str | None],
+                execute: Execute) -> dict[str, float]:
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
     width = len(str(len(tasks)))
@@ -92,9 +102,7 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
                 continue
             echo(f"{prefix}: runs ({reason}): mammo {' '.join(task.argv(workdir))}")
             started, cpu_before = time.time(), _children_cpu_seconds()
-            # A sharded task: the same shard plan as on Argo, its shards and merge as processes of its own group.
-            program = "common.shards" if shards.is_sharded(task.step) else "jobs.cli"
-            code = _run_child([sys.executable, "-m", program, *task.argv(workdir)], task.name)
+            code = execute(task, task.argv(workdir))
             timings[task.name] = round(time.time() - started, 1)
             cpu[task.name] = round(_children_cpu_seconds() - cpu_before, 1)
             if code != 0:

@@ -1,14 +1,17 @@
 """`mammo retrain`: one scheduled retraining run on new hospital studies (the CronWorkflow's container).
 
-Logic in common.retraining; this module only parses arguments and records the decision.
+Logic in common.retraining; this module only parses arguments and records the decision. The run's tasks go
+through the local runner in `--work/<run id>`: the same `--run-id` again resumes a run that stopped or failed,
+skipping every task whose folder holds its current fingerprint.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from common import telemetry
+from common import runner, telemetry
 from common.artifacts import UnusableInput
 from common.retraining import RetrainRun, RetrainSettings, record_decision
 from common.storage import S3Uri, Storage, is_s3
@@ -23,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", required=True, help="s3:// URI of the hospital's cohort.csv")
     parser.add_argument("--registry", required=True, help="s3:// prefix of the model registry")
     parser.add_argument("--state", required=True, help="s3:// prefix for the retraining state and training data")
-    parser.add_argument("--work", required=True, help="local scratch folder")
+    parser.add_argument("--work", required=True, help="local folder holding one work folder per run")
+    parser.add_argument("--run-id", help="resume this earlier run (its folder under --work) instead of a new one")
     parser.add_argument("--out", required=True, help="folder (or s3:// prefix) for this run's decision record")
     parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
     parser.add_argument("--min-new-studies", type=int, default=20, help="fewer new studies end the run early")
@@ -41,9 +45,13 @@ def run(args: argparse.Namespace) -> int:
         hospital=S3Uri.parse(args.hospital), cohort=S3Uri.parse(args.cohort), registry=S3Uri.parse(args.registry),
         state=S3Uri.parse(args.state), work=Path(args.work), profile=args.profile,
         min_new_studies=args.min_new_studies, margin=args.margin, alpha=args.alpha, config=args.config)
-    retrain = RetrainRun(settings, Storage(getattr(args, "s3_endpoint", None)))
+    retrain = RetrainRun(settings, Storage(getattr(args, "s3_endpoint", None)), run_id=args.run_id)
     try:
         decision = retrain.execute(args.seed_champion)
+    except (runner.TaskFailed, runner.Stopped) as error:
+        telemetry.push_retrain_decision("failed", 0)
+        print(f"mammo retrain: {error} (--run-id {retrain.run_id})", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
     except BaseException:
         telemetry.push_retrain_decision("failed", 0)
         raise

@@ -15,9 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.artifacts import UnusableInput, atomic_write_csv, step_output
+from common import fingerprint, workfolder
+from common.artifacts import atomic_write_csv, step_output
 from common.retraining import RetrainRun, RetrainSettings, RetrainState, locked_split_violations, record_decision
+from common.runner import TaskFailed
 from common.storage import S3Uri, Storage
+from jobs.cli import main
 
 
 def _hash(text: str) -> int:
@@ -25,19 +28,26 @@ def _hash(text: str) -> int:
 
 
 class FakeSteps:
-    """Stands in for `mammo preprocess|split|finetune-stage1|finetune-stage2|baseline-infer`."""
+    """The runner's executor: stands in for `mammo preprocess|split|finetune-stage1|finetune-stage2|baseline-infer`
+    (writing the fingerprint the CLI would), runs the retraining steps' own CLI in this process; `fail` names tasks
+    that exit 1 instead."""
 
-    def __init__(self, challenger_quality: float, keep_previous_split: bool = True):
+    def __init__(self, challenger_quality: float, keep_previous_split: bool = True, fail: tuple[str, ...] = ()):
         self.challenger_quality = challenger_quality
         self.keep_previous_split = keep_previous_split
+        self.fail = fail
         self.calls: list[str] = []
 
-    def __call__(self, task: str, argv: list[str]) -> None:
-        self.calls.append(task)
+    def __call__(self, task, argv: list[str]) -> int:
+        self.calls.append(task.name)
+        if task.name in self.fail:
+            return 1
+        if argv[0].startswith("retrain-"):
+            return main(argv)
         step, options = argv[0], dict(zip(argv[1::2], argv[2::2], strict=False))
-        out = Path(options["--out"])
-        with step_output(step, out, {}):
+        with workfolder.step_folder(options["--out"], fingerprint.of_argv(argv)) as out, step_output(step, out, {}):
             getattr(self, step.replace("-", "_"))(options, out)
+        return 0
 
     def preprocess(self, o, out: Path) -> None:
         cohort = pd.read_csv(o["--cohort"], dtype=str).set_index("patient_id")
@@ -99,7 +109,7 @@ def retrain(s3_server, s3_env, bucket, tmp_path):
             hospital=S3Uri(bucket, "hospital/incoming/"), cohort=S3Uri(bucket, "hospital/cohort.csv"),
             registry=S3Uri(bucket, "models/"), state=S3Uri(bucket, "retrain/"), work=tmp_path / "work",
             profile="ci", min_new_studies=min_new, margin=0.02)
-        return RetrainRun(settings, Storage(), runner=steps, run_id=run_id)
+        return RetrainRun(settings, Storage(), execute=steps, run_id=run_id)
 
     return make
 
@@ -118,7 +128,7 @@ def test_no_new_studies_skips_and_records_the_decision(retrain, s3_server, bucke
     monkeypatch.setenv("PIPELINE_ID", pipeline_id)
     steps = FakeSteps(challenger_quality=3.0)
     decision = retrain(steps, run_id="run-0").execute()
-    assert decision.decision == "skipped_none" and steps.calls == []
+    assert decision.decision == "skipped_none" and steps.calls == ["discover"]
     record_decision(decision, tmp_path / "record")
     assert json.loads((tmp_path / "record" / "decision.json").read_text())["decision"] == "skipped_none"
     assert pushgateway.samples("mammo_retrain_decision", job="mammo_retrain", pipeline=pipeline_id,
@@ -132,13 +142,14 @@ def test_too_few_new_studies_stop_early(retrain, s3_server, bucket):
     steps = FakeSteps(challenger_quality=3.0)
     decision = retrain(steps, min_new=5).execute()
     assert decision.decision == "skipped_too_few" and decision.new_studies == ["P000", "P001", "P002"]
-    assert steps.calls == [] and RetrainState.load(Storage(), S3Uri(bucket, "retrain/")).ingested == []
+    assert steps.calls == ["discover"] and RetrainState.load(Storage(), S3Uri(bucket, "retrain/")).ingested == []
 
 
-def test_first_run_needs_a_champion(retrain, s3_server, bucket):
+def test_first_run_needs_a_champion(retrain, s3_server, bucket, capfd):
     add_studies(s3_server.client(), bucket, 0, 6)
-    with pytest.raises(UnusableInput, match="no champion: give --seed-champion"):
+    with pytest.raises(TaskFailed, match="task discover failed with exit code 2"):
         retrain(FakeSteps(3.0)).execute()
+    assert "no champion: give --seed-champion" in capfd.readouterr().err
 
 
 def test_better_challenger_is_promoted_then_a_worse_one_is_not(retrain, s3_server, bucket, seed_model,
@@ -183,7 +194,7 @@ def test_better_challenger_is_promoted_then_a_worse_one_is_not(retrain, s3_serve
     assert pushgateway.samples("mammo_retrain_promoted", job="mammo_retrain", pipeline=pipeline_id) == [0.0]
 
 
-def test_a_moved_test_patient_aborts_the_run_and_keeps_the_state(retrain, s3_server, bucket, seed_model):
+def test_a_moved_test_patient_aborts_the_run_and_keeps_the_state(retrain, s3_server, bucket, seed_model, capfd):
     client, storage = s3_server.client(), Storage()
     add_studies(client, bucket, 0, 20)
     retrain(FakeSteps(challenger_quality=4.0), run_id="run-1").execute(seed_model)
@@ -191,10 +202,29 @@ def test_a_moved_test_patient_aborts_the_run_and_keeps_the_state(retrain, s3_ser
     champion_before = client.get_object(Bucket=bucket, Key="models/champion.json")["Body"].read()
 
     add_studies(client, bucket, 20, 10)
-    with pytest.raises(UnusableInput, match="locked split changed"):
+    with pytest.raises(TaskFailed, match="task gate failed"):
         retrain(FakeSteps(challenger_quality=9.0, keep_previous_split=False), run_id="run-2").execute()
+    assert "locked split changed" in capfd.readouterr().err
     assert RetrainState.load(storage, S3Uri(bucket, "retrain/")) == before
     assert client.get_object(Bucket=bucket, Key="models/champion.json")["Body"].read() == champion_before
+
+
+def test_a_failed_run_resumed_with_its_run_id_skips_the_finished_tasks(retrain, s3_server, bucket, seed_model):
+    """The rule of `mammo pipeline run`: the rerun starts at the failed task; what finished is not redone."""
+    add_studies(s3_server.client(), bucket, 0, 20)
+    failing = FakeSteps(challenger_quality=4.0, fail=("challenger",))
+    with pytest.raises(TaskFailed, match="task challenger failed"):
+        retrain(failing, run_id="run-1").execute(seed_model)
+    assert failing.calls == ["discover", "preprocess-new", "training-data", "split-hospital", "challenger-stage1",
+                             "challenger"]
+    assert RetrainState.load(Storage(), S3Uri(bucket, "retrain/")).ingested == []  # the state did not move
+    resumed = FakeSteps(challenger_quality=4.0)
+    decision = retrain(resumed, run_id="run-1").execute(seed_model)
+    assert resumed.calls == ["challenger", "score-champion", "score-challenger", "gate"]
+    assert decision.decision == "promoted" and len(decision.new_studies) == 20
+    again = FakeSteps(challenger_quality=4.0)
+    assert retrain(again, run_id="run-1").execute(seed_model).decision == "promoted"
+    assert again.calls == []  # everything up to date: nothing reruns (and nothing is registered twice)
 
 
 def test_locked_split_violations_names_moved_and_missing_patients():
