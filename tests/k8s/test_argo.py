@@ -186,3 +186,40 @@ def test_preprocess_and_radiomics_fan_out_over_a_shard_plan_and_merge(mode):
         assert inputs["shards"]["s3"]["key"] == f"{{{{workflow.name}}}}/{name}.shards/"
         assert merge_template["outputs"]["artifacts"][0]["path"] == f"/work/{name}"  # downstream sees one folder
     assert {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}["shards"] == "4"
+
+
+# Every cron template that runs a pipeline step -> the full pipeline's template of the same step.
+SHARED_TEMPLATES = {"preprocess-new": "preprocess-hospital", "preprocess-new-plan": "preprocess-hospital-plan",
+                    "preprocess-new-shard": "preprocess-hospital-shard", "split-hospital": "split-hospital",
+                    "challenger-stage1": "finetune2-stage1", "challenger": "finetune2-stage2",
+                    "score-champion": "infer-ab-hospital", "score-challenger": "infer-ab-hospital"}
+RUN_SETTINGS = ("retryStrategy", "activeDeadlineSeconds", "nodeSelector", "tolerations", "podSpecPatch")
+
+
+def test_retraining_fine_tunes_and_scores_on_the_gpu_templates_of_the_full_pipeline():
+    """The challenger's fine-tuning (and the scoring) asks for the GPU image, the GPU count and the GPU node exactly
+    as the full pipeline's step does; the CPU steps stay on CPU nodes."""
+    cron = {t["name"]: t for t in workflow_spec(load("retrain-cron.yaml"))["templates"]}
+    pipeline = {t["name"]: t for t in load("full-pipeline.yaml")["spec"]["templates"]}
+    steps = {name: t["container"]["args"][0] for name, t in cron.items()
+             if t.get("container", {}).get("command") == ["mammo"]}
+    assert set(SHARED_TEMPLATES) == {n for n, step in steps.items() if not step.startswith("retrain-")}
+    for mine, theirs in SHARED_TEMPLATES.items():
+        a, b = cron[mine], pipeline[theirs]
+        assert a["container"]["args"][0] == b["container"]["args"][0], mine
+        for key in RUN_SETTINGS:
+            assert a.get(key) == b.get(key), (mine, key)
+        for key in ("image", "resources", "securityContext", "volumeMounts", "command"):
+            assert a["container"][key] == b["container"][key], (mine, key)
+    gpu_switch = "{{=workflow.parameters.gpu == 'true' ? '-gpu' : ''}}"
+    for name, gpus in (("challenger-stage1", "{{workflow.parameters.gpus}}"),
+                       ("challenger", "{{workflow.parameters.gpus}}"), ("score-champion", "1")):
+        container = cron[name]["container"]
+        assert container["image"].endswith(gpu_switch), name
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus, name
+        assert cron[name]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    for name in ("discover", "training-data", "gate", "preprocess-new", "split-hospital"):
+        assert "nvidia.com/gpu" not in cron[name]["container"]["resources"]["limits"], name
+        assert "-gpu" not in cron[name]["container"]["image"] and "nodeSelector" not in cron[name], name
+    params = {p["name"]: p["value"] for p in workflow_spec(load("retrain-cron.yaml"))["arguments"]["parameters"]}
+    assert params["gpu"] == "true" and params["gpus"] == "1"
