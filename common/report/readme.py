@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from common.report.findings import findings
+from common.report.growth_readme import growth_section
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -181,7 +182,8 @@ def onednn_note(results: Path) -> str:
 def _blocks(summary: dict | None, seeds: dict | None, results: Path) -> dict[str, Callable[[], str]]:
     blocks: dict[str, Callable[[], str]] = {"performance-table": lambda: performance_table(results),
                                             "demo-cost": lambda: demo_cost(results),
-                                            "onednn": lambda: onednn_note(results)}
+                                            "onednn": lambda: onednn_note(results),
+                                            "growth": lambda: growth_section(results)}
     if summary is not None:
         blocks["demo-table"] = lambda: demo_table(summary)
         blocks["demo-findings"] = lambda: findings_list(summary)
