@@ -66,12 +66,15 @@ def test_idle_is_read_from_other_processes_cpu_not_the_load_average():
 
 
 def test_inference_memory_verdict_follows_the_16x_point():
+    """Levelled, settling (per-image growth falling, as in a quick run under load: 896, 988, 1074 MB at 32, 128,
+    512 images) or a leak (the same MB per image again)."""
     data = copy.deepcopy(json.loads(GROWTH.read_text()))
-    four = data["growth"]["inference"]["peak_rss_mb"][1]
-    data["growth"]["inference"].update(images_16x=1024, peak_rss_mb_16x=four * 1.01)
-    assert "levelled off" in growth_readme.inference_memory(data)
-    data["growth"]["inference"]["peak_rss_mb_16x"] = four * 1.5
-    assert "still growing" in growth_readme.inference_memory(data)
+    inference = data["growth"]["inference"]
+    inference.update(images=[32, 128], peak_rss_mb=[896.0, 988.0], images_16x=512)
+    for rss16, verdict in ((1000.0, "levelled off"), (1074.0, "fell from 0.96 to 0.22"),
+                           (988.0 + 0.9 * 384, "a leak to find")):
+        inference["peak_rss_mb_16x"] = rss16
+        assert verdict in growth_readme.inference_memory(data), rss16
 
 
 def test_check_fails_when_growth_json_changes(tmp_path):
