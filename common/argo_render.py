@@ -30,6 +30,7 @@ from hera.workflows import models as m
 from common import __version__, retrain_dag, shards
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
 from common.profile import load_profile
+from common.steps import STEPS, Resources, resources
 
 # The namespace the kustomize base installs into (service account, artifact repository, S3 Secret). The Workflow
 # names it itself: the argo CLI submits a manifest into its metadata.namespace, else into the kube context's.
@@ -41,8 +42,6 @@ RUN_AS = 10001
 DEFAULT_PROFILE = "demo"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
-# Training steps mirror over every GPU of their pod (common.distribute); the `gpus` parameter says how many.
-MULTI_GPU_STEPS = ("pretrain", "finetune-stage1", "finetune-stage2")
 # What a GPU step asks for when it runs on a CPU node instead (kind, CPU clusters): a GPU step's 4 CPUs would
 # keep it Pending on a small node, and without the GPU the step is slow whatever it reserves.
 CPU_FALLBACK_CPU = "1"
@@ -110,8 +109,10 @@ def _pipeline_parameters() -> list[m.Parameter]:
 
 
 def _image(step: str, gpu: bool) -> str:
-    step = retrain_dag.IMAGES.get(step, step)
-    base = f"{_param('image-registry')}/mammo-{step}:{_param('image-tag')}"
+    image = STEPS[step].image
+    if image is None:
+        raise KeyError(f"step {step} has no image in common.steps")
+    base = f"{_param('image-registry')}/mammo-{image}:{_param('image-tag')}"
     return base + _gpu_switch("-gpu", "") if gpu else base
 
 
@@ -166,11 +167,19 @@ def _retry() -> m.RetryStrategy:
 
 def _resources(task: Task) -> m.ResourceRequirements:
     res = task.resources
+    if not res.gpu:
+        return _cpu_resources(res)
     limits = {"memory": m.Quantity(res.memory_limit)}
     if res.gpu:
-        limits[GPU_RESOURCE] = m.Quantity(_param("gpus") if task.step in MULTI_GPU_STEPS else "1")
+        # Training steps mirror over every GPU of their pod (common.distribute); `gpus` says how many.
+        limits[GPU_RESOURCE] = m.Quantity(_param("gpus") if STEPS[task.step].multi_gpu else "1")
     return m.ResourceRequirements(requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
                                   limits=limits)
+
+
+def _cpu_resources(res: Resources) -> m.ResourceRequirements:
+    return m.ResourceRequirements(requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
+                                  limits={"memory": m.Quantity(res.memory_limit)})
 
 
 def _external_path(param: Param) -> str:
@@ -272,6 +281,9 @@ def _size_source(task: Task) -> tuple[str | None, str]:
     return value.task, _tag("workflow.name") + f"/{value.task}/{path}"
 
 
+PLAN_RESOURCES = resources("shard-plan")
+
+
 def _plan_template(task: Task, name: str) -> m.Template:
     rows = f"{WORK}/plan/rows.csv"
     return m.Template(
@@ -283,11 +295,10 @@ def _plan_template(task: Task, name: str) -> m.Template:
             args=["shard-plan", "--step", task.step, "--rows", rows, "--shards", _param("shards"),
                   "--plan", "/tmp/plan.json"],
             env=_env(f"{task.name}-plan"),
-            resources=m.ResourceRequirements(requests={"cpu": m.Quantity("100m"), "memory": m.Quantity("256Mi")},
-                                             limits={"memory": m.Quantity("1Gi")}),
+            resources=_cpu_resources(PLAN_RESOURCES),
             volume_mounts=_mounts(), security_context=_container_security()),
         retry_strategy=_retry(),
-        active_deadline_seconds=m.IntOrString(600),
+        active_deadline_seconds=m.IntOrString(PLAN_RESOURCES.deadline_seconds),
     )
 
 

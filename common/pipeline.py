@@ -24,6 +24,7 @@ from typing import Any
 
 from common.datasets import DATASETS, OFFICIAL_SPLIT
 from common.profile import load_profile
+from common.steps import Resources, resources
 
 MODES = ("synthetic", "real")
 DOMAINS = ("film", "ffdm", "hospital")
@@ -66,36 +67,6 @@ Arg = str | Out | Param | ProfileValue
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What a task's container asks the cluster for; GPU tasks fall back to CPU where no GPU exists."""
-
-    gpu: bool
-    cpu: str
-    memory: str
-    memory_limit: str
-    deadline_seconds: int
-
-
-# Requests are what the scheduler reserves (small enough for a kind node); limits bound the full profile.
-STEP_RESOURCES: dict[str, Resources] = {
-    "synth": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
-    "preprocess": Resources(gpu=False, cpu="2", memory="2Gi", memory_limit="16Gi", deadline_seconds=6 * 3600),
-    "cohort": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="4Gi", deadline_seconds=2 * 3600),
-    "split": Resources(gpu=False, cpu="250m", memory="256Mi", memory_limit="2Gi", deadline_seconds=1800),
-    "pretrain": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=48 * 3600),
-    "baseline-infer": Resources(gpu=True, cpu="2", memory="2Gi", memory_limit="24Gi", deadline_seconds=8 * 3600),
-    "finetune-stage1": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=24 * 3600),
-    "finetune-stage2": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=24 * 3600),
-    "radiomics": Resources(gpu=False, cpu="2", memory="2Gi", memory_limit="16Gi", deadline_seconds=12 * 3600),
-    "report": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
-    # The retraining DAG's own steps (common.retrain_dag): S3 transfers and bookkeeping.
-    "retrain-discover": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=4 * 3600),
-    "retrain-data": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
-    "retrain-gate": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=4 * 3600),
-}
-
-
-@dataclass(frozen=True)
 class Task:
     name: str
     step: str
@@ -107,7 +78,7 @@ class Task:
 
     @property
     def resources(self) -> Resources:
-        return STEP_RESOURCES[self.step]
+        return resources(self.step)
 
     @property
     def depends(self) -> tuple[str, ...]:
