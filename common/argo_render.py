@@ -28,6 +28,7 @@ import yaml
 from hera.workflows import models as m
 
 from common import __version__, retrain_dag, shards
+from common.constants import DOMAINS, RETRAIN
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
 from common.profile import load_profile
 from common.steps import STEPS, Resources, resources
@@ -97,7 +98,7 @@ def _pipeline_parameters() -> list[m.Parameter]:
              for c in FINETUNE_CONFIGS]
     rows += [(f"synth-patients-{d}", str(demo["synth"]["patients"][d]),
               f"synthetic mode: patients of the {d} domain (the profile's synth.patients.{d} for demo)", None)
-             for d in ("film", "ffdm", "hospital")]
+             for d in DOMAINS]
     rows += [
         ("image-registry", "localhost:5000", "registry holding the mammo-<step> images (make images REGISTRY=...)",
          None),
@@ -205,8 +206,8 @@ def _step_template(task: Task, template_name: str) -> m.Template:
         bindings[param.name] = _external_path(param)
         artifacts.append(m.Artifact(name=argo_name(param.name), path=_external_path(param),
                                     s3=m.S3Artifact(key=_param(argo_name(param.name)))))
-    for key in ("synth.patients.film", "synth.patients.ffdm", "synth.patients.hospital"):
-        bindings[key] = _param(argo_name(key.replace("synth.patients", "synth-patients")))
+    for domain in DOMAINS:
+        bindings[f"synth.patients.{domain}"] = _param(f"synth-patients-{domain}")
     for upstream in task.depends:
         if _conditional(upstream) and not _conditional(task.name):
             # A task that may have been skipped: read its folder by key, tolerating its absence.
@@ -429,10 +430,11 @@ def _retrain_parameters() -> list[m.Parameter]:
         ("cohort", "s3://mammo/hospital/cohort.csv", "the hospital's cohort.csv covering every study"),
         ("registry", "s3://mammo/models/", "model registry (models/<id>/, champion.json)"),
         ("state", "s3://mammo/retrain/", "retraining state, training data and run records"),
-        ("min-new-studies", "20", "fewer new studies than this end the run early"),
-        ("margin", "0.02", "non-inferiority margin on the AUC difference challenger - champion"),
-        ("finetune-config", "2", "stage-1 configuration used to fine-tune the challenger", ["1", "2"]),
-        ("alpha", "0.05", "one-sided level of the non-inferiority test"),
+        ("min-new-studies", str(RETRAIN.min_new_studies), "fewer new studies than this end the run early"),
+        ("margin", str(RETRAIN.margin), "non-inferiority margin on the AUC difference challenger - champion"),
+        ("finetune-config", str(RETRAIN.finetune_config), "stage-1 configuration used to fine-tune the challenger",
+         ["1", "2"]),
+        ("alpha", str(RETRAIN.alpha), "one-sided level of the non-inferiority test"),
         ("seed-champion", "", "s3:// model folder registered as champion when the registry has none (first run)"),
         ("shards", "4", "pods per sharded CPU step (preprocess of the new studies)"),
         ("gpus", "1", "GPUs per fine-tuning pod (MirroredStrategy; the global batch stays the profile's)"),

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from common.artifacts import UnusableInput
+from common.constants import SPLITS
 
 REQUIRED_COLUMNS = ("patient_id", "age", "label", "cancer_laterality")
 OPTIONAL_COLUMNS = ("pair_id", "split")
-OFFICIAL_SUBSETS = ("train", "validation", "test", "")
+OFFICIAL_SUBSETS = (*SPLITS, "")
 LATERALITIES = ("L", "R", "B", "")
 MIN_AGE, MAX_AGE = 1, 120
 FOUR_VIEWS = frozenset({("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")})

@@ -23,9 +23,9 @@ import tensorflow as tf
 from PIL import Image
 
 from common.artifacts import UnusableInput, atomic_write_json, require_success
+from common.constants import SPLITS
 
 RESCALE = 255.0 / 65535.0
-SPLITS = ("train", "validation", "test")
 SCORE_COLUMNS = ["image_id", "patient_id", "split", "view", "laterality", "label"]
 
 

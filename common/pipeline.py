@@ -22,14 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.constants import DOMAINS, SOURCES, TARGET
 from common.datasets import DATASETS, OFFICIAL_SPLIT
 from common.profile import load_profile
 from common.steps import Resources, resources
 
 MODES = ("synthetic", "real")
-DOMAINS = ("film", "ffdm", "hospital")
-SOURCES = ("film", "ffdm")
-TARGET = "hospital"
 FINETUNE_CONFIGS = (1, 2)
 # Deterministic synthetic cohorts: one fixed seed per domain, so reruns reproduce the same data.
 SYNTH_SEEDS = {"film": 11, "ffdm": 23, "hospital": 37}

@@ -33,25 +33,18 @@ import pandas as pd
 from common import journal, shards
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, one_line
 from common.cohort import flag_four_views, image_label, load_cohort, match_patient
+from common.constants import ASSUMED_SPACING_MM, IMAGE_COLUMNS
 from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
 from common.profile import load_profile
 from common.progress import progress_bar
 from common.workers import map_surviving, worker_count
 
-# Pixel spacing used when a file states none. CBIS-DDSM (the only such source here) was digitised at
-# 42-50 um per pixel depending on the scanner (DBA 42 um, Howtek 43.5 um, Lumisys 50 um); 0.05 mm keeps the
-# high-resolution copies at, or slightly coarser than, the profile's target spacing.
-ASSUMED_SPACING_MM = 0.05
 # Orientation analysis happens on a thumbnail of this many rows: enough to find the breast, cheap to do.
 THUMBNAIL_ROWS = 256
 # Scanner borders of digitised film sit in the outermost few percent of the image; they are cut away
 # before looking for the breast.
 BORDER_FRACTION = 0.03
-IMAGE_COLUMNS = [
-    "image_id", "patient_id", "laterality", "view", "label", "source_file", "original_height", "original_width",
-    "pixel_spacing_mm", "hires_spacing_mm", "flipped", "four_views", "age", "burned_in_annotation",
-]
 REJECTED_COLUMNS = ["file", "reason"]
 # A shard's unindexed rows: images.csv needs every shard (four views, ages, duplicates across shards).
 SHARD_ROWS = "rows.csv"

@@ -50,22 +50,22 @@ import numpy as np
 import pandas as pd
 
 from common.artifacts import UnusableInput
+from common.constants import SPLITS
 
-SUBSETS = ("train", "validation", "test")
 COLUMNS = ["patient_id", "pair_id", "age", "label", "age_stratum", "split"]
 UNKNOWN_STRATUM = "unknown"
 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    fractions: tuple[float, float, float]  # in SUBSETS order
+    fractions: tuple[float, float, float]  # in SPLITS order
     age_bins: tuple[float, ...]
     seed: int
 
     @classmethod
     def from_profile(cls, profile: dict[str, Any], seed: int | None = None) -> SplitSettings:
         section = profile["split"]
-        fractions = tuple(float(section[name]) for name in SUBSETS)
+        fractions = tuple(float(section[name]) for name in SPLITS)
         if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9):
             raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
         bins = tuple(float(edge) for edge in section["age_bins"])
@@ -100,7 +100,7 @@ def read_previous(path) -> pd.DataFrame:
         raise UnusableInput(f"cannot read previous split {path}: {error}") from error
     if not {"patient_id", "split"} <= set(previous.columns):
         raise UnusableInput(f"previous split {path} needs columns patient_id and split")
-    unknown = sorted(set(previous["split"]) - set(SUBSETS))
+    unknown = sorted(set(previous["split"]) - set(SPLITS))
     if unknown:
         raise UnusableInput(f"previous split {path} has unknown subset(s) {', '.join(unknown)}")
     if previous["patient_id"].duplicated().any():
@@ -129,7 +129,7 @@ def assign_split(cohort: pd.DataFrame, settings: SplitSettings, previous: pd.Dat
             groups.loc[group_id, "subset"] = earlier.pop()
 
     placed = groups[groups["subset"] != ""]
-    counts = np.array([placed.loc[placed["subset"] == s, "size"].sum() for s in SUBSETS], dtype=float)
+    counts = np.array([placed.loc[placed["subset"] == s, "size"].sum() for s in SPLITS], dtype=float)
     newcomers = groups[groups["subset"] == ""].copy()
     # Unknown ages (stratum -1) sort last, as their own stratum.
     newcomers["order_stratum"] = newcomers["stratum"].where(newcomers["stratum"] >= 0, len(labels))
@@ -143,7 +143,7 @@ def assign_split(cohort: pd.DataFrame, settings: SplitSettings, previous: pd.Dat
         deficit = fractions * (counts.sum() + size) - counts
         choice = preference[np.argmax(deficit[preference])]
         counts[choice] += size
-        groups.loc[group_id, "subset"] = SUBSETS[choice]
+        groups.loc[group_id, "subset"] = SPLITS[choice]
 
     frame["age_stratum"] = [labels[i] if i >= 0 else UNKNOWN_STRATUM for i in groups.loc[frame["group"], "stratum"]]
     frame["split"] = groups.loc[frame["group"], "subset"].to_numpy()
@@ -184,7 +184,7 @@ def split_counts(split: pd.DataFrame) -> dict[str, dict[str, int]]:
     return {
         subset: {"patients": int((split["split"] == subset).sum()),
                  "cases": int(split.loc[split["split"] == subset, "label"].sum())}
-        for subset in SUBSETS
+        for subset in SPLITS
     }
 
 

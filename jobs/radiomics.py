@@ -29,7 +29,7 @@ from common.radiomics.patient import attribute_names, build_patient_vectors
 HELP = "Radiomic features (34 per image) + baseline scores + age -> patient vectors -> PCA + gradient boosting."
 INPUT_ARGS = ("images", "split", "scores", "merge_shards")
 OUTPUT_ARG = "out"
-IMAGE_COLUMNS = ("image_id", "patient_id", "laterality", "view")
+REQUIRED_IMAGE_COLUMNS = ("image_id", "patient_id", "laterality", "view")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise  # names the profile and the key itself
     except (ValueError, KeyError) as error:
         raise UnusableInput(f"profile {args.profile}: {error}") from error
-    images = _read_csv(args.images, "images.csv", IMAGE_COLUMNS)
+    images = _read_csv(args.images, "images.csv", REQUIRED_IMAGE_COLUMNS)
     if args.shard:
         return _feature_shard(args, images)
     split = _read_csv(args.split, "split.csv", ("patient_id", "age", "label", "split"))

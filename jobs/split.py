@@ -8,9 +8,9 @@ from pathlib import Path
 
 from common.artifacts import UnusableInput, atomic_write_csv, step_output
 from common.cohort import load_cohort
+from common.constants import SPLITS
 from common.profile import ProfileError, load_profile
 from common.split import (
-    SUBSETS,
     UNKNOWN_STRATUM,
     SplitSettings,
     assign_fixed_split,
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             **{f"{subset}_{key}": value for subset, c in split_counts(split).items() for key, value in c.items()},
         }
         record.extra["settings"] = {
-            "fractions": dict(zip(SUBSETS, settings.fractions, strict=True)),
+            "fractions": dict(zip(SPLITS, settings.fractions, strict=True)),
             "age_bins": list(settings.age_bins),
             "seed": settings.seed,
             "fixed": bool(args.fixed),
