@@ -96,7 +96,7 @@ def _pipeline_parameters() -> list[m.Parameter]:
     ]
     rows += [(f"finetune-config{c}", "true", f"run fine-tuning configuration {c} (thesis Table 6)", ["true", "false"])
              for c in FINETUNE_CONFIGS]
-    rows += [(f"synth-patients-{d}", str(demo["synth"]["patients"][d]),
+    rows += [(f"synth-patients-{d}", str(demo.value(f"synth.patients.{d}")),
               f"synthetic mode: patients of the {d} domain (the profile's synth.patients.{d} for demo)", None)
              for d in DOMAINS]
     rows += [

@@ -14,7 +14,6 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +23,7 @@ from PIL import Image
 
 from common.artifacts import UnusableInput, atomic_write_json, require_success
 from common.constants import SPLITS
+from common.profile import Augmentation
 
 RESCALE = 255.0 / 65535.0
 SCORE_COLUMNS = ["image_id", "patient_id", "split", "view", "laterality", "label"]
@@ -49,21 +49,6 @@ class Preprocessing:
             raise UnusableInput(f"{directory} has no preprocessing.json: not a model folder")
         values = json.loads(path.read_text())
         return cls(**{k: values[k] for k in ("featurewise_mean", "height", "width", "source", "rescale")})
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Thesis Table 7; ranges are symmetric (+-)."""
-
-    rotation_deg: float = 10.0
-    width_shift: float = 0.05
-    height_shift: float = 0.05
-    zoom: float = 0.1
-    horizontal_flip: bool = True
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> Augmentation:
-        return cls(**profile["training"]["augmentation"])
 
 
 @dataclass

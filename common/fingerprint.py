@@ -64,7 +64,7 @@ def of_argv(argv: Sequence[str]) -> dict[str, Any]:
         else:
             parts["args"][option] = values
     profile_name = (options.get("--profile") or [DEFAULT_PROFILE])[0]
-    parts["profile"] = profile_values(step, load_profile(profile_name), options)
+    parts["profile"] = profile_values(step, load_profile(profile_name).to_dict(), options)
     return {"digest": _digest(parts), "parts": parts}
 
 

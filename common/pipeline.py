@@ -120,10 +120,7 @@ class Task:
 
 
 def _profile_value(profile: str, key: str) -> Any:
-    value: Any = load_profile(profile)
-    for part in key.split("."):
-        value = value[part]
-    return value
+    return load_profile(profile).value(key)
 
 
 def _task(name: str, step: str, profile: str, params: Mapping[str, str], *args: tuple[str, Arg],

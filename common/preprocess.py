@@ -36,7 +36,7 @@ from common.cohort import flag_four_views, image_label, load_cohort, match_patie
 from common.constants import ASSUMED_SPACING_MM, IMAGE_COLUMNS
 from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
-from common.profile import load_profile
+from common.profile import Profile
 from common.progress import progress_bar
 from common.workers import map_surviving, worker_count
 
@@ -80,7 +80,7 @@ def preprocess_folder(
     input_dir: str | Path,
     cohort_path: str | Path,
     out_dir: str | Path,
-    profile: str | dict[str, Any] = "demo",
+    profile: Profile,
     workers: int | None = None,
     image_table: str | Path | None = None,
     shard: tuple[int, int] | None = None,
@@ -96,7 +96,6 @@ def preprocess_folder(
 
     Raises UnusableInput (after writing rejected.csv) when no file could be used, so the step fails visibly.
     """
-    profile = load_profile(profile) if isinstance(profile, str) else profile
     input_root, out = Path(input_dir), Path(out_dir)
     if not input_root.is_dir():
         raise UnusableInput(f"input {input_root} is not a directory")
@@ -105,9 +104,9 @@ def preprocess_folder(
         input_root=input_root,
         images_dir=out / "images",
         hires_dir=out / "hires",
-        height=int(profile["image"]["height"]),
-        width=int(profile["image"]["width"]),
-        target_spacing_mm=float(profile["radiomics"]["target_spacing_mm"]),
+        height=profile.image.height,
+        width=profile.image.width,
+        target_spacing_mm=profile.radiomics.target_spacing_mm,
         patients={r.patient_id: (int(r.label), r.cancer_laterality) for r in cohort.itertuples()},
         partial_dir=out / journal.FOLDER,
     )

@@ -42,36 +42,16 @@ The `age_stratum` column is the stratum of the patient's group, i.e. the one the
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from common.artifacts import UnusableInput
 from common.constants import SPLITS
+from common.profile import SplitSettings
 
 COLUMNS = ["patient_id", "pair_id", "age", "label", "age_stratum", "split"]
 UNKNOWN_STRATUM = "unknown"
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    fractions: tuple[float, float, float]  # in SPLITS order
-    age_bins: tuple[float, ...]
-    seed: int
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any], seed: int | None = None) -> SplitSettings:
-        section = profile["split"]
-        fractions = tuple(float(section[name]) for name in SPLITS)
-        if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9):
-            raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
-        bins = tuple(float(edge) for edge in section["age_bins"])
-        if len(bins) < 2 or any(b <= a for a, b in zip(bins, bins[1:], strict=False)):
-            raise ValueError(f"age_bins must be increasing with at least two edges, got {bins}")
-        return cls(fractions, bins, int(section["seed"] if seed is None else seed))  # type: ignore[arg-type]
 
 
 def stratum_labels(age_bins: tuple[float, ...]) -> list[str]:
@@ -166,8 +146,9 @@ def assign_fixed_split(cohort: pd.DataFrame, settings: SplitSettings,
     train_share, validation_share = settings.fractions[0], settings.fractions[1]
     if train_share + validation_share <= 0:
         raise UnusableInput("--fixed needs a non-zero train or validation fraction in the profile")
-    inner = SplitSettings((train_share / (train_share + validation_share),
-                           validation_share / (train_share + validation_share), 0.0), settings.age_bins, settings.seed)
+    inner = SplitSettings(train=train_share / (train_share + validation_share),
+                          validation=validation_share / (train_share + validation_share), test=0.0,
+                          age_bins=settings.age_bins, seed=settings.seed)
     training = cohort[official == "train"]
     parts = [assign_split(training, inner, previous)] if len(training) else []
     for subset in ("validation", "test"):

@@ -67,7 +67,7 @@ def _baseline(args, profile):
     try:
         match = load_keras2_weights(model, checkpoint)
     except CheckpointMismatch as error:
-        hint = "" if profile["model"]["backbone_width"] == 1.0 else " (published checkpoints need --profile full)"
+        hint = "" if profile.model.backbone_width == 1.0 else " (published checkpoints need --profile full)"
         raise UnusableInput(f"{error}{hint}") from None
     print(f"checkpoint {checkpoint.name}: {len(match.pairs)} layers paired, {match.rule}", file=sys.stderr)
     return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}"), match
@@ -78,7 +78,7 @@ def run(args) -> int:
     configure_determinism(profile)
     out = Path(args.out)
     inputs = {k: getattr(args, k) for k in ("model", "checkpoint", "images", "split") if getattr(args, k)}
-    with step_output("baseline-infer", out, inputs) as record:
+    with step_output("baseline-infer", out, inputs, profile) as record:
         model, prep, match = _baseline(args, profile)
         if match is not None:  # kept as a model folder: fine-tuning on real data starts from this output
             write_model_folder(model, prep, out)
@@ -89,9 +89,9 @@ def run(args) -> int:
         cohort = load_cohort(args.images, args.split).with_size(prep.height, prep.width)
         cohort.warn()
         frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")
-        tta = bool(profile["training"]["flip_tta"]) if args.tta is None else args.tta
+        tta = profile.training.flip_tta if args.tta is None else args.tta
         scores, features = score_frame_with_features(
-            model, frame, prep, tta=tta, batch_size=int(profile["training"]["batch_size"])
+            model, frame, prep, tta=tta, batch_size=profile.training.batch_size
         )
         atomic_write_csv(out / "penultimate.csv", features)  # the report's domain-shift diagnostics
         metrics = write_scores_and_metrics(scores, out, profile)

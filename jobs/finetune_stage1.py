@@ -29,7 +29,7 @@ def run(args) -> int:
     profile = load_profile(args.profile)
     require_success(args.model)
     inputs = {"model": args.model, "images": args.images, "split": args.split, "config": args.config}
-    with step_output("finetune-stage1", args.out, inputs) as record:
+    with step_output("finetune-stage1", args.out, inputs, profile) as record:
         trained = train_phase(
             step="finetune-stage1",
             phase=f"stage1_config{args.config}",

@@ -35,7 +35,7 @@ def run(args) -> int:
     require_success(args.model)
     out = Path(args.out)
     inputs = {"model": args.model, "images": args.images, "split": args.split}
-    with step_output("finetune-stage2", out, inputs) as record:
+    with step_output("finetune-stage2", out, inputs, profile) as record:
         trained = train_phase(
             step="finetune-stage2",
             phase="stage2",
@@ -46,12 +46,12 @@ def run(args) -> int:
             init_model=Path(args.model),
         )
         save_model_folder(trained, out)
-        tta = bool(profile["training"]["flip_tta"]) if args.tta is None else args.tta
+        tta = profile.training.flip_tta if args.tta is None else args.tta
         scores = score_frame(
             trained.model,
             trained.cohort.frame,
             trained.preprocessing,
-            batch_size=int(profile["training"]["batch_size"]),
+            batch_size=profile.training.batch_size,
             tta=tta,
         )
         metrics = write_scores_and_metrics(scores, out, profile)

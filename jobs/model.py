@@ -19,6 +19,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     profile = load_profile(args.profile)
-    summary = {"profile": profile["name"], **phase_summary(Architecture.from_profile(profile))}
+    summary = {"profile": profile.name, **phase_summary(Architecture.from_profile(profile))}
     print(json.dumps(summary, indent=2))
     return 0

@@ -39,15 +39,12 @@ def _positive_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.merge_shards is None) or (args.shard and args.merge_shards):
         raise UnusableInput("give --input (optionally with --shard I/N) or --merge-shards, not both")
-    try:
-        profile = load_profile(args.profile)
-    except ValueError as error:
-        raise UnusableInput(str(error)) from None
+    profile = load_profile(args.profile)
     source = {"input": args.input} if args.input else {"merge_shards": args.merge_shards}
-    inputs = {**source, "cohort": args.cohort, "profile": args.profile,
+    inputs = {**source, "cohort": args.cohort,
               **({"image_table": args.image_table} if args.image_table else {})}
     shard = shards.parse(args.shard) if args.shard else None
-    with step_output("preprocess", args.out, inputs) as record:
+    with step_output("preprocess", args.out, inputs, profile) as record:
         if args.merge_shards:
             folders = shards.shard_folders(args.merge_shards)
             counts = merge_shards(folders, args.cohort, args.out)

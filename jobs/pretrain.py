@@ -31,8 +31,8 @@ def run(args) -> int:
     init_model = Path(args.init_model) if args.init_model else None
     if init_model is not None:
         require_success(init_model)
-    inputs = {"images": args.images, "split": args.split, "init_model": args.init_model, "profile": args.profile}
-    with step_output("pretrain", args.out, inputs) as record:
+    inputs = {"images": args.images, "split": args.split, "init_model": args.init_model}
+    with step_output("pretrain", args.out, inputs, profile) as record:
         trained = train_phase(
             step="pretrain",
             phase="pretrain",

@@ -21,9 +21,9 @@ from common.artifacts import (
     step_output,
 )
 from common.metrics import evaluate
-from common.profile import ProfileError, load_profile
+from common.profile import Profile, load_profile
 from common.radiomics import batch
-from common.radiomics.classifier import SearchSettings, pair_groups, search
+from common.radiomics.classifier import pair_groups, search
 from common.radiomics.patient import attribute_names, build_patient_vectors
 
 HELP = "Radiomic features (34 per image) + baseline scores + age -> patient vectors -> PCA + gradient boosting."
@@ -59,22 +59,17 @@ def _read_csv(folder: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        profile = load_profile(args.profile)
-        settings = SearchSettings.from_profile(profile)
-    except ProfileError:
-        raise  # names the profile and the key itself
-    except (ValueError, KeyError) as error:
-        raise UnusableInput(f"profile {args.profile}: {error}") from error
+    profile = load_profile(args.profile)  # a bad profile names itself and the key (the CLI exits 2)
+    settings = profile.radiomics
     images = _read_csv(args.images, "images.csv", REQUIRED_IMAGE_COLUMNS)
     if args.shard:
-        return _feature_shard(args, images)
+        return _feature_shard(args, images, profile)
     split = _read_csv(args.split, "split.csv", ("patient_id", "age", "label", "split"))
     scores = _read_csv(args.scores, "scores.csv", ("image_id", "score"))
     out = Path(args.out)
-    inputs = {"images": args.images, "split": args.split, "scores": args.scores, "profile": args.profile}
+    inputs = {"images": args.images, "split": args.split, "scores": args.scores}
 
-    with step_output("radiomics", out, inputs) as record:
+    with step_output("radiomics", out, inputs, profile) as record:
         if args.merge_shards:
             results = _merged_results(args.merge_shards, out)
             record.extra["merged_shards"] = len(shards.shard_folders(args.merge_shards))
@@ -116,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(out / "model.joblib", buffer.getvalue())
 
         try:
-            metrics = evaluate(scored, level="patient", n_boot=int(profile["metrics"]["bootstrap"]),
-                               seed=int(profile["metrics"]["seed"]))  # fmt: skip
+            metrics = evaluate(scored, level="patient", n_boot=profile.metrics.bootstrap,
+                               seed=profile.metrics.seed)  # fmt: skip
         except ValueError as error:
             raise UnusableInput(f"evaluation: {error}") from error
         metrics.update(
@@ -147,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
         fractions = [r["breast_fraction"] for r in results if "breast_fraction" in r]
         record.extra["breast_fraction_median"] = float(np.median(fractions)) if fractions else None
         record.extra["best_params"] = found.best_params
-        record.extra["profile"] = args.profile
     return 0
 
 
@@ -155,11 +149,11 @@ def run(args: argparse.Namespace) -> int:
 SHARD_RESULTS = "results.json"
 
 
-def _feature_shard(args: argparse.Namespace, images: pd.DataFrame) -> int:
+def _feature_shard(args: argparse.Namespace, images: pd.DataFrame, profile: Profile) -> int:
     """Features of every N-th image only; the merge (`--merge-shards`) fits the model on all of them."""
     index, count = shards.parse(args.shard)
     out = Path(args.out)
-    with step_output("radiomics", out, {"images": args.images, "shard": args.shard}) as record:
+    with step_output("radiomics", out, {"images": args.images, "shard": args.shard}, profile) as record:
         tasks = batch.plan(images, Path(args.images), out / "masks" if args.save_masks else None)
         ordered = shards.members(list(enumerate(tasks)), index, count)
         results = [{**result, "order": order} for (order, _), result in

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from common.artifacts import UnusableInput, atomic_write_csv, step_output
+from common.artifacts import atomic_write_csv, step_output
 from common.cohort import load_cohort
 from common.constants import SPLITS
-from common.profile import ProfileError, load_profile
+from common.profile import load_profile
 from common.split import (
     UNKNOWN_STRATUM,
-    SplitSettings,
     assign_fixed_split,
     assign_split,
     read_previous,
@@ -40,18 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = SplitSettings.from_profile(load_profile(args.profile), seed=args.seed)
-    except ProfileError:
-        raise  # names the profile and the key itself
-    except (ValueError, KeyError) as error:
-        raise UnusableInput(f"profile {args.profile}: {error}") from error
+    profile = load_profile(args.profile)  # a bad profile names itself and the key (the CLI exits 2)
+    settings = profile.split if args.seed is None else dataclasses.replace(profile.split, seed=args.seed)
     cohort_path = Path(args.cohort)
     cohort = load_cohort(cohort_path)  # refuses a cohort that breaks the contract, naming every problem
     previous = read_previous(args.previous) if args.previous else None
 
     inputs = {"cohort": cohort_path, **({"previous": args.previous} if args.previous else {})}
-    with step_output("split", args.out, inputs) as record:
+    with step_output("split", args.out, inputs, profile) as record:
         split = (assign_fixed_split if args.fixed else assign_split)(cohort, settings, previous)
         atomic_write_csv(Path(args.out) / "split.csv", split)
         kept = 0 if previous is None else int(split["patient_id"].isin(previous["patient_id"]).sum())
@@ -67,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
             "age_bins": list(settings.age_bins),
             "seed": settings.seed,
             "fixed": bool(args.fixed),
-            "profile": args.profile,
         }
     unknown = record.counts["age_unknown_patients"]
     if unknown:

@@ -25,18 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
-    settings = profile["synth"]
-    patients = args.patients if args.patients is not None else int(settings["patients"][args.domain])
+    patients = args.patients if args.patients is not None else profile.value(f"synth.patients.{args.domain}")
     if patients < 2 or patients % 2:
         print(f"mammo synth: --patients must be an even number >= 2 (case-control pairs), got {patients}",
               file=sys.stderr)
         return 2
     # Source domains only feed the network (the radiomics step reads the target's images), so a profile
     # may give them a smaller size of their own.
-    size = settings.get("size_by_domain", {}).get(args.domain, settings["size"])
-    shape = (int(size["height"]), int(size["width"]))
-    inputs = {"domain": args.domain, "patients": patients, "seed": args.seed, "profile": args.profile}
-    with step_output("synth", args.out, inputs) as record:
+    size = profile.synth.size_of(args.domain)
+    shape = (size.height, size.width)
+    inputs = {"domain": args.domain, "patients": patients, "seed": args.seed}
+    with step_output("synth", args.out, inputs, profile) as record:
         record.counts = synthesize_cohort(
             args.out, patients, args.domain, args.seed, shape, workers=args.workers, progress=True
         )

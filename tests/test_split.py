@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,12 +14,12 @@ from hypothesis import strategies as st
 from common.artifacts import UnusableInput
 from common.constants import SPLITS
 from common.profile import load_profile
-from common.split import SplitSettings, assign_split
+from common.split import assign_split
 from jobs.cli import main
 
 PROFILE = load_profile("demo")
 FRACTIONS = dict(zip(SPLITS, (0.7, 0.1, 0.2), strict=True))
-BINS = PROFILE["split"]["age_bins"]
+BINS = list(PROFILE.split.age_bins)
 
 
 def make_cohort(groups: list[tuple[str, int, int]], prefix: str = "P") -> pd.DataFrame:
@@ -78,7 +79,7 @@ def assert_strata_alike(split: pd.DataFrame, cohort: pd.DataFrame, rounds: int) 
 
 
 def split_of(cohort: pd.DataFrame, seed: int = 42, previous: pd.DataFrame | None = None) -> pd.DataFrame:
-    return assign_split(cohort, SplitSettings.from_profile(PROFILE, seed=seed), previous)
+    return assign_split(cohort, dataclasses.replace(PROFILE.split, seed=seed), previous)
 
 
 @settings(max_examples=150, deadline=None)

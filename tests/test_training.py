@@ -36,11 +36,10 @@ from common.data import (
 )
 from common.model import leaf_layers, load_model
 from common.profile import load_profile
-from common.training import StageSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = load_profile("ci")
-HEIGHT, WIDTH = CI["image"]["height"], CI["image"]["width"]
+HEIGHT, WIDTH = CI.image.height, CI.image.width
 
 
 def blob_image(rng: np.random.Generator, positive: bool, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -86,7 +85,7 @@ def write_cohort(root: Path, n_patients: int = 24, seed: int = 0, height: int = 
 
 def write_profile(path: Path, **training) -> Path:
     """The ci profile with some training settings replaced (e.g. more epochs)."""
-    profile = load_profile("ci")
+    profile = load_profile("ci").to_dict()
     for key, value in training.items():
         if isinstance(value, dict):
             profile["training"][key] = {**profile["training"][key], **value}
@@ -336,12 +335,12 @@ def test_killed_training_resumes_losing_at_most_one_epoch(tmp_path):
 
 def test_stage_settings_are_table_6_and_pretraining_may_wait_longer():
     full = load_profile("full")
-    stage1, stage2 = StageSettings.from_profile(full, "stage1_config2"), StageSettings.from_profile(full, "stage2")
+    stage1, stage2 = full.training.phase("stage1_config2"), full.training.phase("stage2")
     assert (stage1.learning_rate, stage1.weight_decay, stage1.dropout, stage1.epochs) == (2e-4, 1e-4, 0.2, 50)
     assert (stage2.learning_rate, stage2.weight_decay, stage2.dropout, stage2.epochs) == (2e-7, 1.5e-3, 0.5, 30)
     for settings in (stage1, stage2):
         assert (settings.batch_size, settings.reduce_lr_patience, settings.early_stopping_patience) == (16, 2, 3)
     demo = load_profile("demo")
-    assert StageSettings.from_profile(demo, "stage1_config1").early_stopping_patience == 3
-    pretrain = StageSettings.from_profile(demo, "pretrain")
-    assert pretrain.early_stopping_patience == demo["training"]["pretrain"]["early_stopping_patience"]
+    assert demo.training.phase("stage1_config1").early_stopping_patience == 3
+    pretrain = demo.training.phase("pretrain")
+    assert pretrain.early_stopping_patience == demo.training.pretrain.early_stopping_patience

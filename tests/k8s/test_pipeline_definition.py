@@ -111,7 +111,7 @@ def test_finetune_configurations_select_tasks():
 def test_profile_values_and_s3_workdirs():
     plan = {t.name: t for t in tasks("synthetic", "ci")}
     argv = plan["synth-film"].argv("s3://bucket/run/")
-    assert argv[argv.index("--patients") + 1] == str(load_profile("ci")["synth"]["patients"]["film"])
+    assert argv[argv.index("--patients") + 1] == str(load_profile("ci").synth.patients["film"])
     assert argv[argv.index("--out") + 1] == "s3://bucket/run/synth-film"
     preprocess = plan["preprocess-film"].argv("s3://bucket/run")
     assert preprocess[preprocess.index("--input") + 1] == "s3://bucket/run/synth-film/dicom"
