@@ -41,7 +41,7 @@ class CohortError(UnusableInput):
     """cohort.csv breaks the contract; the message lists the problems in one line."""
 
 
-def load_cohort(path: str | Path) -> pd.DataFrame:
+def read_cohort_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate cohort.csv; returns one row per patient with typed columns, indexed by nothing.
 
     Columns out: patient_id (str), age (float, NaN when empty), label (int 0/1), pair_id (str, '' when

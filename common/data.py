@@ -81,7 +81,7 @@ class Cohort:
             print(f"left out {len(self.problems)} image(s), e.g. {self.problems[0]}", file=sys.stderr)
 
 
-def load_cohort(images_dir: str | Path, split_dir: str | Path) -> Cohort:
+def join_images_with_split(images_dir: str | Path, split_dir: str | Path) -> Cohort:
     """Join preprocess's images.csv with split.csv; images lacking a PNG or a split are left out, not fatal."""
     images_dir, split_dir = Path(images_dir), Path(split_dir)
     require_success(images_dir)

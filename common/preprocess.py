@@ -32,7 +32,7 @@ import pandas as pd
 
 from common import journal, shards
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, one_line
-from common.cohort import flag_four_views, image_label, load_cohort, match_patient
+from common.cohort import flag_four_views, image_label, match_patient, read_cohort_csv
 from common.constants import ASSUMED_SPACING_MM, IMAGE_COLUMNS
 from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
@@ -99,7 +99,7 @@ def preprocess_folder(
     input_root, out = Path(input_dir), Path(out_dir)
     if not input_root.is_dir():
         raise UnusableInput(f"input {input_root} is not a directory")
-    cohort = load_cohort(cohort_path)
+    cohort = read_cohort_csv(cohort_path)
     settings = Settings(
         input_root=input_root,
         images_dir=out / "images",
@@ -159,7 +159,7 @@ def merge_shards(folders: list[Path], cohort_path: str | Path, out_dir: str | Pa
     shards; PNGs are hard-linked from the shard folders where the file system allows (else copied).
     """
     out = Path(out_dir)
-    cohort = load_cohort(cohort_path)
+    cohort = read_cohort_csv(cohort_path)
     _clear_outputs(out)
     frames, rejected, files = [], [], 0
     for folder in folders:

@@ -32,7 +32,7 @@ from common.data import (
     class_weights,
     evaluation_dataset,
     featurewise_mean,
-    load_cohort,
+    join_images_with_split,
     require_both_classes,
     training_dataset,
 )
@@ -309,7 +309,7 @@ def _train_phase(
             load_model(_model_file(init_model)), dropout=settings.dropout, weight_decay=settings.weight_decay
         )
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
-    cohort = load_cohort(images, split).with_size(height, width)
+    cohort = join_images_with_split(images, split).with_size(height, width)
     cohort.warn()
     train, validation = cohort.split("train"), cohort.split("validation")
     require_both_classes(train, f"the train split of {images}")

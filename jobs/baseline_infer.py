@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
-from common.data import Preprocessing, load_cohort
+from common.data import Preprocessing, join_images_with_split
 from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
 from common.model import Architecture, build_end2end, load_model
@@ -86,7 +86,7 @@ def run(args) -> int:
             audit = {"checkpoint": Path(args.checkpoint).name, **match.as_json()}
             atomic_write_json(out / "checkpoint_match.json", audit)
             record.extra["checkpoint_rule"] = match.rule
-        cohort = load_cohort(args.images, args.split).with_size(prep.height, prep.width)
+        cohort = join_images_with_split(args.images, args.split).with_size(prep.height, prep.width)
         cohort.warn()
         frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")
         tta = profile.training.flip_tta if args.tta is None else args.tta

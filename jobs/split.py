@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from common.artifacts import atomic_write_csv, step_output
-from common.cohort import load_cohort
+from common.cohort import read_cohort_csv
 from common.constants import SPLITS
 from common.profile import load_profile
 from common.split import (
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)  # a bad profile names itself and the key (the CLI exits 2)
     settings = profile.split if args.seed is None else dataclasses.replace(profile.split, seed=args.seed)
     cohort_path = Path(args.cohort)
-    cohort = load_cohort(cohort_path)  # refuses a cohort that breaks the contract, naming every problem
+    cohort = read_cohort_csv(cohort_path)  # refuses a cohort that breaks the contract, naming every problem
     previous = read_previous(args.previous) if args.previous else None
 
     inputs = {"cohort": cohort_path, **({"previous": args.previous} if args.previous else {})}

@@ -30,7 +30,7 @@ from common.data import (
     class_weights,
     featurewise_mean,
     inverse_affine,
-    load_cohort,
+    join_images_with_split,
     random_parameters,
     training_dataset,
 )
@@ -104,7 +104,7 @@ def mammo(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def test_featurewise_mean_and_class_weights_match_numpy(tmp_path):
     images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
-    cohort = load_cohort(images_dir, split_dir)
+    cohort = join_images_with_split(images_dir, split_dir)
     train = cohort.split("train")
     pixels = np.concatenate([cv2.imread(p, cv2.IMREAD_UNCHANGED).ravel().astype(float) for p in train["path"]])
     assert featurewise_mean(train["path"]) == pytest.approx(pixels.mean() * 255 / 65535, rel=1e-9)
@@ -122,7 +122,7 @@ def test_cohort_leaves_out_unusable_images(tmp_path):
     cv2.imwrite(str(images_dir / "images" / "P003_R_CC.png"), np.zeros((HEIGHT + 2, WIDTH), np.uint16))
     split = pd.read_csv(split_dir / "split.csv", dtype={"patient_id": str})
     split[split["patient_id"] != "P001"].to_csv(split_dir / "split.csv", index=False)
-    cohort = load_cohort(images_dir, split_dir)
+    cohort = join_images_with_split(images_dir, split_dir)
     assert len(cohort.frame) == 32 - 1 - 4
     assert len(cohort.problems) == 5 and any("P000_L_CC" in p for p in cohort.problems)
     sized = cohort.with_size(HEIGHT, WIDTH)
@@ -136,7 +136,7 @@ def test_cohort_leaves_out_unusable_images(tmp_path):
 def test_pipeline_tensors_are_shens_arithmetic(tmp_path):
     """Without augmentation a batch is png * 255/65535 - mean in three identical channels, with class weights."""
     images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
-    train = load_cohort(images_dir, split_dir).split("train")
+    train = join_images_with_split(images_dir, split_dir).split("train")
     prep = Preprocessing(60.5, HEIGHT, WIDTH, "test")
     weights = {0: 0.75, 1: 1.5}
     data = training_dataset(train, prep, batch_size=4, augmentation=None, weights=weights, seed=0)
@@ -217,7 +217,7 @@ def test_pretrain_then_two_stages_through_the_cli(tmp_path):
     mammo("finetune-stage1", *common, "--model", str(pre), "--config", "1", "--out", str(s1))
     mammo("finetune-stage2", *common, "--model", str(s1), "--out", str(s2), "--no-tta")
 
-    cohort = load_cohort(images_dir, split_dir)
+    cohort = join_images_with_split(images_dir, split_dir)
     train = cohort.split("train")
     prep = json.loads((pre / "preprocessing.json").read_text())
     assert prep["featurewise_mean"] == pytest.approx(featurewise_mean(train["path"]))
