@@ -30,7 +30,7 @@ from hera.workflows import models as m
 from common import __version__, retrain_dag, shards
 from common.constants import DOMAINS, RETRAIN
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.steps import STEPS, Resources, resources
 
 # The namespace the kustomize base installs into (service account, artifact repository, S3 Secret). The Workflow
@@ -40,7 +40,6 @@ NAMESPACE_SERVICE_ACCOUNT = "mammo-workflow"
 ARTIFACT_REPOSITORY = m.ArtifactRepositoryRef(config_map="artifact-repositories", key="default-v1")
 WORK = "/work"
 RUN_AS = 10001
-DEFAULT_PROFILE = "demo"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
 # What a GPU step asks for when it runs on a CPU node instead (kind, CPU clusters): a GPU step's 4 CPUs would

@@ -28,10 +28,9 @@ from typing import Any
 
 from common import __version__
 from common.artifacts import SUCCESS
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.steps import STEPS
 
-DEFAULT_PROFILE = "demo"
 IGNORED_OPTIONS = frozenset({"--out", "--workers", "--s3-endpoint", "--work"})  # --work: retrain's scratch
 HASHED_FILE_BYTES = 64 << 20
 

@@ -25,6 +25,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 PROFILE_NAMES = ("full", "demo", "ci")
+DEFAULT_PROFILE = "demo"  # what a step, `pipeline run` and the Argo workflows use when given none
 
 
 class ProfileError(ValueError):

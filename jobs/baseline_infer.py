@@ -19,7 +19,7 @@ from common.data import Preprocessing, join_images_with_split
 from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
 from common.model import Architecture, build_end2end, load_model
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.training import write_model_folder
 
 HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--images", required=True, help="preprocess output folder")
     parser.add_argument("--split", required=True, help="split output folder")
     parser.add_argument("--out", required=True, help="folder for scores.csv and metrics.json")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
     parser.add_argument(
         "--splits",
         choices=("all", "test"),

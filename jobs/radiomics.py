@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common import shards
 from common.artifacts import step_output
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.radiomics import step
 
 HELP = "Radiomic features (34 per image) + baseline scores + age -> patient vectors -> PCA + gradient boosting."
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", required=True, help="split output folder (split.csv)")
     parser.add_argument("--scores", required=True, help="baseline-infer output folder (scores.csv)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--profile", default="demo", help="demo, ci, full or a profile YAML file (section radiomics)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="demo, ci, full or a profile YAML file")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--save-masks", action="store_true",
                         help="write masks/<image_id>.png overlays for the report (none for BurnedInAnnotation YES "

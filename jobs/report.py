@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common import telemetry
 from common.artifacts import step_output
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.report import provenance, publication
 from common.report.build import build_report
 
@@ -19,7 +19,7 @@ OUTPUT_ARG = "out"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="pipeline work directory (infer-ab-hospital required)")
     parser.add_argument("--out", required=True, help="output folder, e.g. WORKDIR/report")
-    parser.add_argument("--profile", default="demo", help="demo|ci|full or a YAML file the pipeline ran with")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="demo|ci|full or a YAML file the pipeline ran with")
     parser.add_argument("--show-burned-in", action="store_true",
                         help="let figures show images tagged BurnedInAnnotation YES (text in the pixels may identify "
                              "a patient; without this flag they are never shown)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from common import telemetry
 from common.artifacts import UnusableInput
 from common.constants import RETRAIN
+from common.profile import DEFAULT_PROFILE
 from common.retraining import RetrainRun, RetrainSettings, record_decision
 from common.storage import S3Uri, Storage, is_s3
 
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", required=True, help="s3:// prefix for the retraining state and training data")
     parser.add_argument("--work", required=True, help="local scratch folder")
     parser.add_argument("--out", required=True, help="folder (or s3:// prefix) for this run's decision record")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
     parser.add_argument("--min-new-studies", type=int, default=RETRAIN.min_new_studies,
                         help="fewer new studies end the run early")
     parser.add_argument("--margin", type=float, default=RETRAIN.margin,

@@ -8,6 +8,7 @@ from pathlib import Path
 from common import telemetry
 from common.artifacts import require_success
 from common.constants import RETRAIN
+from common.profile import DEFAULT_PROFILE
 from common.retraining import GateInputs, gate, record_decision
 from common.storage import Storage
 
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one-sided level of the non-inferiority test")
     parser.add_argument("--finetune-config", type=int, choices=(1, 2), default=RETRAIN.finetune_config,
                         help="recorded in the lineage")
-    parser.add_argument("--profile", default="demo", help="recorded in the lineage")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="recorded in the lineage")
     parser.add_argument("--out", required=True, help="folder for this run's decision record")
 
 

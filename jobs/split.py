@@ -10,7 +10,7 @@ from pathlib import Path
 from common.artifacts import atomic_write_csv, step_output
 from common.cohort import read_cohort_csv
 from common.constants import SPLITS
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.split import (
     UNKNOWN_STRATUM,
     assign_fixed_split,
@@ -27,7 +27,7 @@ OUTPUT_ARG = "out"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cohort", required=True, help="cohort.csv (patient_id, age, label, pair_id optional)")
     parser.add_argument("--out", required=True, help="output folder for split.csv")
-    parser.add_argument("--profile", default="demo", help="demo|ci|full or a YAML file (section `split`)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="demo|ci|full or a YAML file (section `split`)")
     parser.add_argument("--seed", type=int, default=None, help="overrides the profile's split seed")
     parser.add_argument("--fixed", action="store_true",
                         help="keep the cohort's official split column (CBIS-DDSM, VinDr-Mammo): official test stays "

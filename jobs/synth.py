@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from common.artifacts import step_output
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.synth import DOMAINS, synthesize_cohort
 
 HELP = "Write a synthetic four-view mammography cohort (DICOM, cohort.csv, lesions.csv) of one domain."
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--domain", required=True, choices=sorted(DOMAINS), help="acquisition domain")
     parser.add_argument("--patients", type=int, help="even number of patients (default: the profile's synth.patients)")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed (same seed, same files)")
-    parser.add_argument("--profile", default="demo", help="demo, ci, full or a YAML file (image size)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="demo, ci, full or a YAML file (image size)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
 
 
