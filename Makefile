@@ -10,8 +10,9 @@ WORKDIR ?= work/$(PROFILE)
 REGISTRY ?= localhost:5000
 VERSION ?= $(shell $(PY) -c "import common; print(common.__version__)" 2>/dev/null || echo dev)
 ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
-IMAGE_STEPS := synth preprocess split pretrain baseline-infer finetune-stage1 finetune-stage2 radiomics report retrain
-GPU_STEPS := pretrain baseline-infer finetune-stage1 finetune-stage2 retrain
+# The step images to build, from the step registry (common/steps.py: standard library only, any python3 runs it).
+IMAGE_STEPS = $(shell python3 -m common.steps images)
+GPU_STEPS = $(shell python3 -m common.steps gpu-images)
 
 .PHONY: run test lint bench argo constraints images cpu-images base-image image-test kind-test system-deps \
         container-deps clean

@@ -127,8 +127,9 @@ def oriented_mammograms(spacing_mm: float) -> list[tuple[str, np.ndarray]]:
     """(view, uint16 image) of each real DICOM, chest wall left, resampled to `spacing_mm` as preprocess does."""
     import cv2
 
+    from common.constants import ASSUMED_SPACING_MM
     from common.dicom import read_dicom
-    from common.preprocess import ASSUMED_SPACING_MM, chest_wall_on_right, resample_to_spacing
+    from common.preprocess import chest_wall_on_right, resample_to_spacing
 
     images = []
     for path in real_dicoms():

@@ -163,10 +163,11 @@ def _preprocess(input: str, out: str, cohort: str, workers: int) -> dict:
     import cv2
 
     from common.preprocess import preprocess_folder
+    from common.profile import load_profile
 
     cv2.setNumThreads(1)  # one core per worker, also for the 1-worker reference
     began = time.perf_counter()
-    counts = preprocess_folder(input, cohort, out, "full", workers=workers)
+    counts = preprocess_folder(input, cohort, out, load_profile("full"), workers=workers)
     (Path(out) / "_SUCCESS.json").write_text("{}")
     return {"images": counts["files"], "seconds": time.perf_counter() - began, "peak_rss_mb": _peak_mb()}
 
@@ -197,7 +198,7 @@ def _inference(folder: str, images: int) -> dict:
     from common.profile import load_profile
 
     profile = load_profile("demo")
-    height, width = profile["image"]["height"], profile["image"]["width"]
+    height, width = profile.image.height, profile.image.width
     paths = []
     rng = np.random.default_rng(0)
     for index in range(images):
@@ -218,13 +219,14 @@ def _inference(folder: str, images: int) -> dict:
 def _startup(folder: str, cohort: str) -> dict:
     from common.artifacts import UnusableInput
     from common.preprocess import preprocess_folder
+    from common.profile import load_profile
 
     for index in range(2):
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / f"not-dicom-{index}.dcm").write_bytes(b"not a DICOM file")
     began = time.perf_counter()
     try:
-        preprocess_folder(folder, cohort, Path(folder) / "out", "full", workers=2)
+        preprocess_folder(folder, cohort, Path(folder) / "out", load_profile("full"), workers=2)
     except UnusableInput:
         pass  # expected: nothing usable; only the pool's cost was wanted
     return {"images": 0, "seconds": time.perf_counter() - began, "peak_rss_mb": _peak_mb()}

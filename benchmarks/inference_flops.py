@@ -123,13 +123,13 @@ def _time_batch(model, batch: int, flops: int, *, repeats: int, jit: bool) -> di
 
 def _gpu_plan(model, costs, profile: dict, set_phase) -> dict:
     """What a GPU run of this profile needs: FLOPs per image and phase, memory per training batch."""
-    batch = int(profile["training"]["batch_size"])
+    batch = profile.training.batch_size
     phases = {}
     for phase in PHASES:
         set_phase(model, phase)
         phases[phase] = training_flops(layer_costs(model)) / 1e9
     set_phase(model, "stage2")
-    mixed = bool(profile["model"].get("mixed_precision"))
+    mixed = profile.model.mixed_precision
     return {
         "forward_gflop_per_image": forward_flops(costs) / 1e9,
         "training_gflop_per_image": phases,

@@ -163,7 +163,7 @@ def model_flops() -> dict:
     for phase in ("stage1_config1", "stage1_config2", "stage2"):
         set_phase(model, phase)
         training[phase] = training_flops(layer_costs(model))
-    batch = int(profile["training"]["batch_size"])
+    batch = profile.training.batch_size
     memory = {"float32": memory_estimate(model, costs, batch, 4),
               "mixed_float16": memory_estimate(model, costs, batch, 2)}
     keras.backend.clear_session()
@@ -176,9 +176,8 @@ def project(images: int, gpu_flops_per_s: float, results: Path) -> dict:
 
     counted = model_flops()
     profile = counted["profile"]
-    fractions = profile["split"]
-    train, validation = round(images * fractions["train"]), round(images * fractions["validation"])
-    tta = 4 if profile["training"]["flip_tta"] else 1
+    train, validation = round(images * profile.split.train), round(images * profile.split.validation)
+    tta = 4 if profile.training.flip_tta else 1
     score_all = images * tta * counted["forward"]
     plan = pipeline.tasks("real", "full", {"hospital_dicom": "dicom", "hospital_cohort": "cohort.csv",
                                            "checkpoint": "checkpoint.h5", "finetune_configs": [1, 2]})
@@ -192,7 +191,7 @@ def project(images: int, gpu_flops_per_s: float, results: Path) -> dict:
             stage = "stage1" if task.step == "finetune-stage1" else "stage2"
             config = dict(task.args).get("--config", "1")
             phase = f"stage1_config{config}" if stage == "stage1" else "stage2"
-            epochs = int(profile["training"][stage]["epochs"])
+            epochs = profile.training.phase(stage).epochs
             flops = epochs * (train * counted["training"][phase] + validation * counted["forward"])
             basis = f"{epochs} epochs x ({train} training + {validation} validation images)"
             if stage == "stage2":

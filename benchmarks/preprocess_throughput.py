@@ -22,13 +22,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import _common
+
+if TYPE_CHECKING:
+    from common.profile import Profile
 
 NAME = "preprocess_throughput"
 TARGET_VS_NAIVE = 3.0
 TARGET_VS_ISOLATED = 2.0
-CBIS_SPACING_MM = 0.05  # what preprocess assumes for CBIS-DDSM, which states no spacing
 
 
 def main() -> int:
@@ -74,8 +77,8 @@ def main() -> int:
     }
 
     _common.table(
-        f"preprocess ({args.profile} profile: {profile['image']['height']}x{profile['image']['width']} + hires at "
-        f"{profile['radiomics']['target_spacing_mm']} mm), {n_images} real CBIS-DDSM DICOMs",
+        f"preprocess ({args.profile} profile: {profile.image.height}x{profile.image.width} + hires at "
+        f"{profile.radiomics.target_spacing_mm} mm), {n_images} real CBIS-DDSM DICOMs",
         [{"method": "naive loop (pydicom numpy RLE + PIL)", "workers": 1, "images/s": naive["images_per_s"],
           "core s/image": 1 / naive["images_per_s"]}]
         + [{"method": "mammo preprocess", "workers": r["workers"], "images/s": r["images_per_s"],
@@ -134,17 +137,20 @@ def _case(path: Path) -> str:
     return cbis_patient_id(str(pydicom.dcmread(path, stop_before_pixels=True).PatientID))
 
 
-def _sizes(shape: tuple[int, int], profile: dict) -> dict[str, tuple[int, int]]:
+def _sizes(shape: tuple[int, int], profile: Profile) -> dict[str, tuple[int, int]]:
     """(width, height) of the network image and of the hires copy of an image of `shape`."""
-    target = float(profile["radiomics"]["target_spacing_mm"])
+    from common.constants import ASSUMED_SPACING_MM
+
+    target = profile.radiomics.target_spacing_mm
     rows, columns = shape
     return {
-        "network": (int(profile["image"]["width"]), int(profile["image"]["height"])),
-        "hires": (max(1, round(columns * CBIS_SPACING_MM / target)), max(1, round(rows * CBIS_SPACING_MM / target))),
+        "network": (profile.image.width, profile.image.height),
+        "hires": (max(1, round(columns * ASSUMED_SPACING_MM / target)),
+                  max(1, round(rows * ASSUMED_SPACING_MM / target))),
     }
 
 
-def isolated_costs(originals: list[Path], profile: dict, repeats: int) -> dict:
+def isolated_costs(originals: list[Path], profile: Profile, repeats: int) -> dict:
     """Best single-threaded time per stage, averaged over the files; the floor is decode + both resizes."""
     import cv2
     import numpy as np
@@ -162,7 +168,7 @@ def isolated_costs(originals: list[Path], profile: dict, repeats: int) -> dict:
     }
 
 
-def _isolated_stages(path: Path, profile: dict, repeats: int) -> dict:
+def _isolated_stages(path: Path, profile: Profile, repeats: int) -> dict:
     import cv2
     import numpy as np
     import pydicom
@@ -211,7 +217,7 @@ def _decode(path: Path, plugin: str):
     return ds.pixel_array
 
 
-def naive_loop(files: list[Path], profile: dict, out: Path) -> dict:
+def naive_loop(files: list[Path], profile: Profile, out: Path) -> dict:
     """What one would write first: pydicom's numpy decoder, PIL resize and PIL PNG, one file after another."""
     from PIL import Image
 
@@ -240,7 +246,7 @@ def naive_loop(files: list[Path], profile: dict, out: Path) -> dict:
     }
 
 
-def step_run(dicom: Path, cohort: Path, out: Path, profile: dict, workers: int, repeats: int) -> dict:
+def step_run(dicom: Path, cohort: Path, out: Path, profile: Profile, workers: int, repeats: int) -> dict:
     """Wall time of the step body (process pool start-up included), best of `repeats`."""
     from common.preprocess import preprocess_folder
 
@@ -256,7 +262,7 @@ def step_run(dicom: Path, cohort: Path, out: Path, profile: dict, workers: int, 
             "images_per_s": counts["images"] / min(times)}
 
 
-def pool_startup(root: Path, cohort: Path, profile: dict, workers: int) -> float:
+def pool_startup(root: Path, cohort: Path, profile: Profile, workers: int) -> float:
     """Wall seconds of the step on `workers` files that are not DICOM: the process pool's fixed cost."""
     from common.artifacts import UnusableInput
     from common.preprocess import preprocess_folder

@@ -31,8 +31,8 @@ def main() -> int:
     from common.profile import load_profile
     from common.synth import DOMAINS, synthesize_cohort
 
-    size = load_profile(args.profile)["synth"]["size"]
-    shape = (int(size["height"]), int(size["width"]))
+    size = load_profile(args.profile).synth.size
+    shape = (size.height, size.width)
     patients = args.patients or (6 if args.quick else 16)
     cores = os.cpu_count() or 1
     rows = []

@@ -73,10 +73,9 @@ def one_epoch_profile(root: Path, name: str) -> Path:
 
     from common.profile import load_profile
 
-    profile = load_profile(name)
-    profile["training"]["stage1"]["epochs"] = 1
+    profile = load_profile(name).replaced({"training.stage1.epochs": 1})
     path = root / f"{name}-one-epoch.yaml"
-    path.write_text(yaml.safe_dump(profile))
+    path.write_text(yaml.safe_dump(profile.to_dict()))
     return path
 
 
@@ -121,7 +120,7 @@ def main() -> int:
     from common.profile import load_profile
 
     profile = load_profile(name)
-    height, width = int(profile["image"]["height"]), int(profile["image"]["width"])
+    height, width = profile.image.height, profile.image.width
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         root = Path(tmp)

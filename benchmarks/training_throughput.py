@@ -45,7 +45,7 @@ def main() -> int:
         profile = load_profile(name)
         batch, steps = (QUICK_SETTINGS if args.quick else SETTINGS).get(name, (8, 2))
         with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-            feed_batch = int(profile["training"]["batch_size"])
+            feed_batch = profile.training.batch_size
             data = input_pipeline(profile, mammograms, feed_batch, Path(tmp))
             feeds.append({"profile": name, "batch_size": feed_batch, **time_input_pipeline(data, steps)})
             # fit on the real input pipeline where the step runs at the profile's batch size; at full size a
@@ -98,10 +98,10 @@ def time_phase(profile: dict, phase: str, batch: int, steps: int, data, xla: boo
     import numpy as np
 
     from common.model import Architecture, build_end2end, set_phase
-    from common.training import StageSettings, compile_for, configure_runtime
+    from common.training import compile_for, configure_runtime
 
     runtime = configure_runtime(profile)
-    settings = StageSettings.from_profile(profile, phase)
+    settings = profile.training.phase(phase)
     keras.utils.set_random_seed(0)
     model = build_end2end(Architecture.from_profile(profile), dropout=settings.dropout,
                           weight_decay=settings.weight_decay)
@@ -140,9 +140,9 @@ def input_pipeline(profile: dict, mammograms, batch: int, folder: Path):
     import cv2
     import pandas as pd
 
-    from common.data import Augmentation, Preprocessing, training_dataset
+    from common.data import Preprocessing, training_dataset
 
-    height, width = int(profile["image"]["height"]), int(profile["image"]["width"])
+    height, width = profile.image.height, profile.image.width
     paths = []
     for index in range(4 * batch):
         _, image = mammograms[index % len(mammograms)]
@@ -151,7 +151,7 @@ def input_pipeline(profile: dict, mammograms, batch: int, folder: Path):
         paths.append(str(path))
     frame = pd.DataFrame({"path": paths, "label": [i % 2 for i in range(len(paths))]})
     prep = Preprocessing(featurewise_mean=40.0, height=height, width=width, source="benchmark")
-    data = training_dataset(frame, prep, batch_size=batch, augmentation=Augmentation.from_profile(profile),
+    data = training_dataset(frame, prep, batch_size=batch, augmentation=profile.training.augmentation,
                             weights={0: 1.0, 1: 1.0}, seed=0)
     return data.repeat()
 

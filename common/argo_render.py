@@ -28,8 +28,10 @@ import yaml
 from hera.workflows import models as m
 
 from common import __version__, retrain_dag, shards
+from common.constants import DOMAINS, RETRAIN
 from common.pipeline import DEFAULT_CHECKPOINT_MEAN, FINETUNE_CONFIGS, Param, Task, tasks
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
+from common.steps import STEPS, Resources, resources
 
 # The namespace the kustomize base installs into (service account, artifact repository, S3 Secret). The Workflow
 # names it itself: the argo CLI submits a manifest into its metadata.namespace, else into the kube context's.
@@ -38,11 +40,8 @@ NAMESPACE_SERVICE_ACCOUNT = "mammo-workflow"
 ARTIFACT_REPOSITORY = m.ArtifactRepositoryRef(config_map="artifact-repositories", key="default-v1")
 WORK = "/work"
 RUN_AS = 10001
-DEFAULT_PROFILE = "demo"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
-# Training steps mirror over every GPU of their pod (common.distribute); the `gpus` parameter says how many.
-MULTI_GPU_STEPS = ("pretrain", "finetune-stage1", "finetune-stage2")
 # What a GPU step asks for when it runs on a CPU node instead (kind, CPU clusters): a GPU step's 4 CPUs would
 # keep it Pending on a small node, and without the GPU the step is slow whatever it reserves.
 CPU_FALLBACK_CPU = "1"
@@ -96,9 +95,9 @@ def _pipeline_parameters() -> list[m.Parameter]:
     ]
     rows += [(f"finetune-config{c}", "true", f"run fine-tuning configuration {c} (thesis Table 6)", ["true", "false"])
              for c in FINETUNE_CONFIGS]
-    rows += [(f"synth-patients-{d}", str(demo["synth"]["patients"][d]),
+    rows += [(f"synth-patients-{d}", str(demo.value(f"synth.patients.{d}")),
               f"synthetic mode: patients of the {d} domain (the profile's synth.patients.{d} for demo)", None)
-             for d in ("film", "ffdm", "hospital")]
+             for d in DOMAINS]
     rows += [
         ("image-registry", "localhost:5000", "registry holding the mammo-<step> images (make images REGISTRY=...)",
          None),
@@ -110,8 +109,10 @@ def _pipeline_parameters() -> list[m.Parameter]:
 
 
 def _image(step: str, gpu: bool) -> str:
-    step = retrain_dag.IMAGES.get(step, step)
-    base = f"{_param('image-registry')}/mammo-{step}:{_param('image-tag')}"
+    image = STEPS[step].image
+    if image is None:
+        raise KeyError(f"step {step} has no image in common.steps")
+    base = f"{_param('image-registry')}/mammo-{image}:{_param('image-tag')}"
     return base + _gpu_switch("-gpu", "") if gpu else base
 
 
@@ -166,11 +167,19 @@ def _retry() -> m.RetryStrategy:
 
 def _resources(task: Task) -> m.ResourceRequirements:
     res = task.resources
+    if not res.gpu:
+        return _cpu_resources(res)
     limits = {"memory": m.Quantity(res.memory_limit)}
     if res.gpu:
-        limits[GPU_RESOURCE] = m.Quantity(_param("gpus") if task.step in MULTI_GPU_STEPS else "1")
+        # Training steps mirror over every GPU of their pod (common.distribute); `gpus` says how many.
+        limits[GPU_RESOURCE] = m.Quantity(_param("gpus") if STEPS[task.step].multi_gpu else "1")
     return m.ResourceRequirements(requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
                                   limits=limits)
+
+
+def _cpu_resources(res: Resources) -> m.ResourceRequirements:
+    return m.ResourceRequirements(requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
+                                  limits={"memory": m.Quantity(res.memory_limit)})
 
 
 def _external_path(param: Param) -> str:
@@ -196,8 +205,8 @@ def _step_template(task: Task, template_name: str) -> m.Template:
         bindings[param.name] = _external_path(param)
         artifacts.append(m.Artifact(name=argo_name(param.name), path=_external_path(param),
                                     s3=m.S3Artifact(key=_param(argo_name(param.name)))))
-    for key in ("synth.patients.film", "synth.patients.ffdm", "synth.patients.hospital"):
-        bindings[key] = _param(argo_name(key.replace("synth.patients", "synth-patients")))
+    for domain in DOMAINS:
+        bindings[f"synth.patients.{domain}"] = _param(f"synth-patients-{domain}")
     for upstream in task.depends:
         if _conditional(upstream) and not _conditional(task.name):
             # A task that may have been skipped: read its folder by key, tolerating its absence.
@@ -272,6 +281,9 @@ def _size_source(task: Task) -> tuple[str | None, str]:
     return value.task, _tag("workflow.name") + f"/{value.task}/{path}"
 
 
+PLAN_RESOURCES = resources("shard-plan")
+
+
 def _plan_template(task: Task, name: str) -> m.Template:
     rows = f"{WORK}/plan/rows.csv"
     return m.Template(
@@ -283,11 +295,10 @@ def _plan_template(task: Task, name: str) -> m.Template:
             args=["shard-plan", "--step", task.step, "--rows", rows, "--shards", _param("shards"),
                   "--plan", "/tmp/plan.json"],
             env=_env(f"{task.name}-plan"),
-            resources=m.ResourceRequirements(requests={"cpu": m.Quantity("100m"), "memory": m.Quantity("256Mi")},
-                                             limits={"memory": m.Quantity("1Gi")}),
+            resources=_cpu_resources(PLAN_RESOURCES),
             volume_mounts=_mounts(), security_context=_container_security()),
         retry_strategy=_retry(),
-        active_deadline_seconds=m.IntOrString(600),
+        active_deadline_seconds=m.IntOrString(PLAN_RESOURCES.deadline_seconds),
     )
 
 
@@ -418,10 +429,11 @@ def _retrain_parameters() -> list[m.Parameter]:
         ("cohort", "s3://mammo/hospital/cohort.csv", "the hospital's cohort.csv covering every study"),
         ("registry", "s3://mammo/models/", "model registry (models/<id>/, champion.json)"),
         ("state", "s3://mammo/retrain/", "retraining state, training data and run records"),
-        ("min-new-studies", "20", "fewer new studies than this end the run early"),
-        ("margin", "0.02", "non-inferiority margin on the AUC difference challenger - champion"),
-        ("finetune-config", "2", "stage-1 configuration used to fine-tune the challenger", ["1", "2"]),
-        ("alpha", "0.05", "one-sided level of the non-inferiority test"),
+        ("min-new-studies", str(RETRAIN.min_new_studies), "fewer new studies than this end the run early"),
+        ("margin", str(RETRAIN.margin), "non-inferiority margin on the AUC difference challenger - champion"),
+        ("finetune-config", str(RETRAIN.finetune_config), "stage-1 configuration used to fine-tune the challenger",
+         ["1", "2"]),
+        ("alpha", str(RETRAIN.alpha), "one-sided level of the non-inferiority test"),
         ("seed-champion", "", "s3:// model folder registered as champion when the registry has none (first run)"),
         ("shards", "4", "pods per sharded CPU step (preprocess of the new studies)"),
         ("gpus", "1", "GPUs per fine-tuning pod (MirroredStrategy; the global batch stays the profile's)"),

@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from common import __version__
+
+if TYPE_CHECKING:
+    from common.profile import Profile
 
 SUCCESS = "_SUCCESS.json"
 # (output folder, fingerprint) of the step the CLI is running: step_output records it in that folder's marker.
@@ -139,12 +142,18 @@ class StepRecord:
 
 
 @contextmanager
-def step_output(step: str, out_dir: str | Path, inputs: dict[str, Any]) -> Iterator[StepRecord]:
-    """Run a step body against `out_dir`; writes `_SUCCESS.json` only if the body returns normally."""
+def step_output(step: str, out_dir: str | Path, inputs: dict[str, Any],
+                profile: Profile | None = None) -> Iterator[StepRecord]:
+    """Run a step body against `out_dir`; writes `_SUCCESS.json` only if the body returns normally.
+
+    A step that ran with a profile records it here, the same way for every step: `"profile": {"name", "values"}`
+    (the name or file it was given, and the resolved values, defaults included)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / SUCCESS).unlink(missing_ok=True)
     record = StepRecord(step, out, {k: str(v) for k, v in inputs.items()})
+    if profile is not None:
+        record.extra["profile"] = profile.record()
     claimed = FINGERPRINT.get()
     if claimed is not None and claimed[0].absolute() == out.absolute():
         record.extra["fingerprint"] = claimed[1]

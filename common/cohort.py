@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from common.artifacts import UnusableInput
+from common.constants import SPLITS
 
 REQUIRED_COLUMNS = ("patient_id", "age", "label", "cancer_laterality")
 OPTIONAL_COLUMNS = ("pair_id", "split")
-OFFICIAL_SUBSETS = ("train", "validation", "test", "")
+OFFICIAL_SUBSETS = (*SPLITS, "")
 LATERALITIES = ("L", "R", "B", "")
 MIN_AGE, MAX_AGE = 1, 120
 FOUR_VIEWS = frozenset({("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO")})
@@ -40,7 +41,7 @@ class CohortError(UnusableInput):
     """cohort.csv breaks the contract; the message lists the problems in one line."""
 
 
-def load_cohort(path: str | Path) -> pd.DataFrame:
+def read_cohort_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate cohort.csv; returns one row per patient with typed columns, indexed by nothing.
 
     Columns out: patient_id (str), age (float, NaN when empty), label (int 0/1), pair_id (str, '' when

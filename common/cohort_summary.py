@@ -14,9 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.constants import SPLITS
 from common.subgroups import DENSITY_CLASSES, UNKNOWN, normalise_density
-
-SPLITS = ("train", "validation", "test")
 
 
 def cohort_rows(domain: str, split: pd.DataFrame, images: pd.DataFrame | None) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.constants import DOMAINS
 from common.engine import Engine
 from common.storage import S3Uri, Storage
 
@@ -304,7 +305,7 @@ def pipeline_parameters(profile: str, configs: tuple[int, ...], data: Mapping[st
               "mode": "real" if "hospital_dicom" in data or "hospital_cohort" in data else "synthetic"}
     if os.environ.get("PIPELINE_ID"):
         values["pipeline-id"] = os.environ["PIPELINE_ID"]
-    for domain in ("film", "ffdm", "hospital"):
+    for domain in DOMAINS:
         values[f"synth-patients-{domain}"] = str(_profile_value(profile, f"synth.patients.{domain}"))
     for config in FINETUNE_CONFIGS:
         values[f"finetune-config{config}"] = "true" if config in configs else "false"

@@ -14,7 +14,6 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -23,9 +22,10 @@ import tensorflow as tf
 from PIL import Image
 
 from common.artifacts import UnusableInput, atomic_write_json, require_success
+from common.constants import SPLITS
+from common.profile import Augmentation
 
 RESCALE = 255.0 / 65535.0
-SPLITS = ("train", "validation", "test")
 SCORE_COLUMNS = ["image_id", "patient_id", "split", "view", "laterality", "label"]
 
 
@@ -49,21 +49,6 @@ class Preprocessing:
             raise UnusableInput(f"{directory} has no preprocessing.json: not a model folder")
         values = json.loads(path.read_text())
         return cls(**{k: values[k] for k in ("featurewise_mean", "height", "width", "source", "rescale")})
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Thesis Table 7; ranges are symmetric (+-)."""
-
-    rotation_deg: float = 10.0
-    width_shift: float = 0.05
-    height_shift: float = 0.05
-    zoom: float = 0.1
-    horizontal_flip: bool = True
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> Augmentation:
-        return cls(**profile["training"]["augmentation"])
 
 
 @dataclass
@@ -96,7 +81,7 @@ class Cohort:
             print(f"left out {len(self.problems)} image(s), e.g. {self.problems[0]}", file=sys.stderr)
 
 
-def load_cohort(images_dir: str | Path, split_dir: str | Path) -> Cohort:
+def join_images_with_split(images_dir: str | Path, split_dir: str | Path) -> Cohort:
     """Join preprocess's images.csv with split.csv; images lacking a PNG or a split are left out, not fatal."""
     images_dir, split_dir = Path(images_dir), Path(split_dir)
     require_success(images_dir)

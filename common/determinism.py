@@ -14,12 +14,12 @@ from typing import Any
 
 import tensorflow as tf
 
-DEFAULT_THREADS = 2  # the 2-core demo machine's count: the same partitioning on any machine
+from common.profile import Profile
 
 
-def configure_determinism(profile: dict[str, Any]) -> dict[str, Any]:
+def configure_determinism(profile: Profile) -> dict[str, Any]:
     """Call before the first TensorFlow op runs; returns what was set, for the step's record."""
-    threads = int(profile.get("runtime", {}).get("threads", DEFAULT_THREADS))
+    threads = profile.runtime.threads
     tf.config.experimental.enable_op_determinism()
     try:
         if tf.config.threading.get_intra_op_parallelism_threads() != threads:

@@ -3,8 +3,8 @@
 The parts of a fingerprint:
 - `args`: the step's options and their values, order-free; `--out` and options that cannot change the
   result (`--workers`, `--s3-endpoint`) are left out, paths are replaced by what they point to.
-- `profile`: the profile values the step reads (`PROFILE_READS`, by dotted key, `{--option}` standing for
-  that option's value); steps not listed there (the report, any new step) depend on the whole profile.
+- `profile`: the profile values the step reads (its `profile_reads` in common.steps, by dotted key,
+  `{--option}` standing for that option's value); steps without them (the report) depend on the whole profile.
 - `inputs`: per option, what its path holds. A folder written by a step (it, or a parent, holds
   `_SUCCESS.json`) counts by the hash of that marker, which carries its own fingerprint and run time, so
   any rerun upstream makes its descendants stale; a work folder (the report's `--workdir`) by the markers
@@ -32,25 +32,12 @@ from typing import Any
 
 from common import __version__
 from common.artifacts import SUCCESS
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
+from common.steps import STEPS
 
-DEFAULT_PROFILE = "demo"
 IGNORED_OPTIONS = frozenset({"--out", "--workers", "--s3-endpoint", "--work"})  # --work: retrain's scratch
 HASHED_FILE_BYTES = 64 << 20
 SHARD_OPTION, MERGE_OPTION = "--shard", "--merge-shards"
-
-_MODEL = ("image", "model", "training")
-PROFILE_READS: dict[str, tuple[str, ...]] = {
-    "cohort": (),  # takes --profile for uniformity only
-    "synth": ("synth.size", "synth.patients.{--domain}"),
-    "preprocess": ("image", "radiomics.target_spacing_mm"),
-    "split": ("split",),
-    "pretrain": _MODEL,
-    "finetune-stage1": _MODEL,
-    "baseline-infer": (*_MODEL, "metrics"),
-    "finetune-stage2": (*_MODEL, "metrics"),
-    "radiomics": ("radiomics", "metrics"),
-}
 
 
 def parse_argv(argv: Sequence[str]) -> tuple[str, dict[str, list[str]]]:
@@ -85,7 +72,7 @@ def of_argv(argv: Sequence[str]) -> dict[str, Any]:
         else:
             parts["args"][option] = values
     profile_name = (options.get("--profile") or [DEFAULT_PROFILE])[0]
-    parts["profile"] = profile_values(step, load_profile(profile_name), options)
+    parts["profile"] = profile_values(step, load_profile(profile_name).to_dict(), options)
     return {"digest": _digest(parts), "parts": parts}
 
 
@@ -114,7 +101,7 @@ def of_shards(folder: str | Path) -> dict[str, Any] | None:
 
 def profile_values(step: str, profile: dict[str, Any], options: dict[str, list[str]]) -> dict[str, Any]:
     """The values of the keys the step reads (a missing key raises the profile's own clear error)."""
-    keys = PROFILE_READS.get(step)
+    keys = STEPS[step].profile_reads if step in STEPS else None
     if keys is None:
         return json.loads(json.dumps(profile))
     values = {}

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
 from common.data import SCORE_COLUMNS, Preprocessing, check_image_size, evaluation_dataset
+from common.profile import Profile
 from common.progress import track
 
 
@@ -107,15 +108,13 @@ def score_frame_with_features(
     return scores, features
 
 
-def write_scores_and_metrics(scores: pd.DataFrame, out_dir: Path, profile: dict[str, Any]) -> dict[str, Any]:
+def write_scores_and_metrics(scores: pd.DataFrame, out_dir: Path, profile: Profile) -> dict[str, Any]:
     """scores.csv and the image-level metrics.json (threshold from validation G-mean, reported on test)."""
     from common.metrics import evaluate
 
     atomic_write_csv(out_dir / "scores.csv", scores)
     try:
-        metrics = evaluate(
-            scores, level="image", n_boot=int(profile["metrics"]["bootstrap"]), seed=int(profile["metrics"]["seed"])
-        )
+        metrics = evaluate(scores, level="image", n_boot=profile.metrics.bootstrap, seed=profile.metrics.seed)
     except ValueError as error:
         raise UnusableInput(f"cannot evaluate the scores: {error}") from None
     atomic_write_json(out_dir / "metrics.json", metrics)

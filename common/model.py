@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from common.artifacts import UnusableInput, one_line
+from common.profile import Profile
 
 VGG16_FILTERS = (64, 128, 256, 512, 512)
 VGG16_CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
@@ -49,14 +50,15 @@ class Architecture:
     bn_momentum: float = 0.99
 
     @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> Architecture:
-        scale = float(profile["model"]["backbone_width"])
+    def from_profile(cls, profile: Profile) -> Architecture:
+        """The profile's input size and model section, with VGG16's filters scaled by its backbone width."""
+        model = profile.model
         return cls(
-            height=int(profile["image"]["height"]),
-            width=int(profile["image"]["width"]),
-            backbone_filters=tuple(max(1, round(f * scale)) for f in VGG16_FILTERS),
-            top_filters=int(profile["model"]["top_filters"]),
-            bn_momentum=float(profile["model"].get("bn_momentum", 0.99)),
+            height=profile.image.height,
+            width=profile.image.width,
+            backbone_filters=tuple(max(1, round(f * model.backbone_width)) for f in VGG16_FILTERS),
+            top_filters=model.top_filters,
+            bn_momentum=model.bn_momentum,
         )
 
 

@@ -22,13 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.constants import DOMAINS, SOURCES, TARGET
 from common.datasets import DATASETS, OFFICIAL_SPLIT
 from common.profile import load_profile
+from common.steps import Resources, resources
 
 MODES = ("synthetic", "real")
-DOMAINS = ("film", "ffdm", "hospital")
-SOURCES = ("film", "ffdm")
-TARGET = "hospital"
 FINETUNE_CONFIGS = (1, 2)
 # Deterministic synthetic cohorts: one fixed seed per domain, so reruns reproduce the same data.
 SYNTH_SEEDS = {"film": 11, "ffdm": 23, "hospital": 37}
@@ -66,36 +65,6 @@ Arg = str | Out | Param | ProfileValue
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What a task's container asks the cluster for; GPU tasks fall back to CPU where no GPU exists."""
-
-    gpu: bool
-    cpu: str
-    memory: str
-    memory_limit: str
-    deadline_seconds: int
-
-
-# Requests are what the scheduler reserves (small enough for a kind node); limits bound the full profile.
-STEP_RESOURCES: dict[str, Resources] = {
-    "synth": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
-    "preprocess": Resources(gpu=False, cpu="2", memory="2Gi", memory_limit="16Gi", deadline_seconds=6 * 3600),
-    "cohort": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="4Gi", deadline_seconds=2 * 3600),
-    "split": Resources(gpu=False, cpu="250m", memory="256Mi", memory_limit="2Gi", deadline_seconds=1800),
-    "pretrain": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=48 * 3600),
-    "baseline-infer": Resources(gpu=True, cpu="2", memory="2Gi", memory_limit="24Gi", deadline_seconds=8 * 3600),
-    "finetune-stage1": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=24 * 3600),
-    "finetune-stage2": Resources(gpu=True, cpu="4", memory="4Gi", memory_limit="48Gi", deadline_seconds=24 * 3600),
-    "radiomics": Resources(gpu=False, cpu="2", memory="2Gi", memory_limit="16Gi", deadline_seconds=12 * 3600),
-    "report": Resources(gpu=False, cpu="1", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
-    # The retraining DAG's own steps (common.retrain_dag): S3 transfers and bookkeeping.
-    "retrain-discover": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=4 * 3600),
-    "retrain-data": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=2 * 3600),
-    "retrain-gate": Resources(gpu=False, cpu="500m", memory="1Gi", memory_limit="8Gi", deadline_seconds=4 * 3600),
-}
-
-
-@dataclass(frozen=True)
 class Task:
     name: str
     step: str
@@ -107,7 +76,7 @@ class Task:
 
     @property
     def resources(self) -> Resources:
-        return STEP_RESOURCES[self.step]
+        return resources(self.step)
 
     @property
     def depends(self) -> tuple[str, ...]:
@@ -151,10 +120,7 @@ class Task:
 
 
 def _profile_value(profile: str, key: str) -> Any:
-    value: Any = load_profile(profile)
-    for part in key.split("."):
-        value = value[part]
-    return value
+    return load_profile(profile).value(key)
 
 
 def _task(name: str, step: str, profile: str, params: Mapping[str, str], *args: tuple[str, Arg],
@@ -163,7 +129,7 @@ def _task(name: str, step: str, profile: str, params: Mapping[str, str], *args: 
 
 
 def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None) -> list[Task]:
-    """The pipeline's tasks in topological order.
+    """The pipeline's tasks in topological order: data, baselines, adaptation, report.
 
     params (all optional in synthetic mode):
       hospital_dicom, hospital_cohort        real mode: the target cohort (folder of DICOMs, cohort.csv)
@@ -184,29 +150,21 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
     if not configs or set(configs) - set(FINETUNE_CONFIGS):
         raise ValueError(f"finetune_configs must be a non-empty subset of {FINETUNE_CONFIGS}, got {configs}")
     bound = {k: str(v) for k, v in params.items() if v is not None}
-    p = profile_name
-    plan: list[Task] = []
+    domains, plan = _data_tasks(mode, profile_name, bound, cohort_seed)
+    baselines, start_model = _baseline_tasks(mode, profile_name, bound, domains)
+    plan += baselines
+    plan += _adaptation_tasks(profile_name, bound, configs, start_model)
+    plan.append(_report_task(plan, profile_name, bound))
+    check_dag(plan)
+    return plan
 
-    # Data: where each domain's DICOM folder and cohort file come from.
+
+def _data_tasks(mode: str, p: str, bound: dict[str, str], cohort_seed: int) -> tuple[list[str], list[Task]]:
+    """Where each domain's DICOM folder and cohort file come from, then each domain's preprocess and split."""
     if mode == "synthetic":
-        domains = list(DOMAINS)
-        for domain in domains:
-            plan.append(_task(f"synth-{domain}", "synth", p, bound,
-                              ("--domain", domain), ("--patients", ProfileValue(f"synth.patients.{domain}")),
-                              ("--seed", str(SYNTH_SEEDS[domain] + SEED_STRIDE * cohort_seed))))
-        data = {d: (Out(f"synth-{d}", "dicom"), Out(f"synth-{d}", "cohort.csv")) for d in domains}
+        domains, data, plan = _synthetic_data(p, bound, cohort_seed)
     else:
-        if f"{TARGET}_dicom" not in bound or not {f"{TARGET}_cohort", f"{TARGET}_dataset"} & set(bound):
-            raise ValueError(f"real mode needs {TARGET}_dicom and {TARGET}_cohort (the hospital's DICOM folder and "
-                             f"cohort.csv) or {TARGET}_dataset")
-        given = [d for d in SOURCES if f"{d}_dicom" in bound and {f"{d}_cohort", f"{d}_dataset"} & set(bound)]
-        domains = [*given, TARGET]
-        data = {d: (Param(f"{d}_dicom"), Param(f"{d}_cohort", "file", "cohort.csv")) for d in domains}
-        for domain in domains:
-            if f"{domain}_dataset" in bound:
-                plan.append(_cohort_task(domain, p, bound))
-                data[domain] = (Param(f"{domain}_dicom"), Out(f"cohort-{domain}", "cohort.csv"))
-
+        domains, data, plan = _real_data(p, bound)
     for domain in domains:
         dicom, cohort = data[domain]
         table = (("--image-table", Out(f"cohort-{domain}", "image_table.csv")),) if isinstance(cohort, Out) \
@@ -216,10 +174,45 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
     for domain in domains:
         fixed = (("", "--fixed"),) if bound.get(f"{domain}_dataset") in OFFICIAL_SPLIT else ()
         plan.append(_task(f"split-{domain}", "split", p, bound, ("--cohort", data[domain][1]), *fixed))
+    return domains, plan
 
-    # Baselines: trained here on the sources (A = film, AB = film then FFDM), or given.
+
+DomainData = dict[str, tuple[Arg, Arg]]  # domain -> (DICOM folder, cohort.csv)
+
+
+def _synthetic_data(p: str, bound: dict[str, str], cohort_seed: int) -> tuple[list[str], DomainData, list[Task]]:
+    """Every domain generated by `mammo synth` (deterministic seeds, moved by `pipeline run --seed`)."""
+    domains = list(DOMAINS)
+    plan = [_task(f"synth-{domain}", "synth", p, bound,
+                  ("--domain", domain), ("--patients", ProfileValue(f"synth.patients.{domain}")),
+                  ("--seed", str(SYNTH_SEEDS[domain] + SEED_STRIDE * cohort_seed))) for domain in domains]
+    data: DomainData = {d: (Out(f"synth-{d}", "dicom"), Out(f"synth-{d}", "cohort.csv")) for d in domains}
+    return domains, data, plan
+
+
+def _real_data(p: str, bound: dict[str, str]) -> tuple[list[str], DomainData, list[Task]]:
+    """The hospital, and the source domains given: as a DICOM folder and cohort.csv, or a public dataset's
+    metadata turned into cohort.csv by a `mammo cohort` task."""
+    if f"{TARGET}_dicom" not in bound or not {f"{TARGET}_cohort", f"{TARGET}_dataset"} & set(bound):
+        raise ValueError(f"real mode needs {TARGET}_dicom and {TARGET}_cohort (the hospital's DICOM folder and "
+                         f"cohort.csv) or {TARGET}_dataset")
+    given = [d for d in SOURCES if f"{d}_dicom" in bound and {f"{d}_cohort", f"{d}_dataset"} & set(bound)]
+    domains = [*given, TARGET]
+    data: DomainData = {d: (Param(f"{d}_dicom"), Param(f"{d}_cohort", "file", "cohort.csv")) for d in domains}
+    plan = []
+    for domain in domains:
+        if f"{domain}_dataset" in bound:
+            plan.append(_cohort_task(domain, p, bound))
+            data[domain] = (Param(f"{domain}_dicom"), Out(f"cohort-{domain}", "cohort.csv"))
+    return domains, data, plan
+
+
+def _baseline_tasks(mode: str, p: str, bound: dict[str, str], domains: list[str]) -> tuple[list[Task], Arg]:
+    """Baselines trained here on the sources (A = film, AB = film then FFDM), or given, each scored on every
+    domain; returns the tasks and the model fine-tuning starts from."""
     if "checkpoint" in bound and "model" in bound:
         raise ValueError("give the baseline as checkpoint or as model, not both")
+    plan = []
     if mode == "synthetic" or ("checkpoint" not in bound and "model" not in bound):
         if [d for d in SOURCES if d in domains] != list(SOURCES):
             raise ValueError("real mode needs a baseline: checkpoint (.h5), model (folder), or both source domains")
@@ -243,8 +236,12 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
             splits = "all" if (baseline, domain) == ("ab", TARGET) else "test"
             plan.append(_task(f"infer-{baseline}-{domain}", "baseline-infer", p, bound, *source,
                               *_training_inputs(domain), ("--splits", splits)))
+    return plan, start_model
 
-    # Adaptation to the hospital: the thesis' two fine-tuning configurations, then radiomics.
+
+def _adaptation_tasks(p: str, bound: dict[str, str], configs: tuple[int, ...], start_model: Arg) -> list[Task]:
+    """Adaptation to the hospital: the thesis' two fine-tuning configurations, then radiomics."""
+    plan = []
     for config in configs:
         plan.append(_task(f"finetune{config}-stage1", "finetune-stage1", p, bound, ("--model", start_model),
                           *_training_inputs(TARGET), ("--config", str(config))))
@@ -252,12 +249,15 @@ def tasks(mode: str, profile_name: str, params: Mapping[str, Any] | None = None)
                           ("--model", Out(f"finetune{config}-stage1")), *_training_inputs(TARGET)))
     plan.append(_task("radiomics", "radiomics", p, bound, *_training_inputs(TARGET),
                       ("--scores", Out(f"infer-ab-{TARGET}"))))
-    # Everything but the synthetic DICOM folders, which are large and already summarised by preprocess.
-    reported = [t.name for t in plan if t.step != "synth"]
-    plan.append(Task("report", "report", (("--workdir", ""), ("--out", ""), ("--profile", "")), p, bound,
-                     tuple(reported)))
-    check_dag(plan)
     return plan
+
+
+def _report_task(plan: list[Task], p: str, bound: dict[str, str]) -> Task:
+    """The report reads every task's folder but the synthetic DICOM folders, which are large and already
+    summarised by preprocess."""
+    reported = [t.name for t in plan if t.step != "synth"]
+    return Task("report", "report", (("--workdir", ""), ("--out", ""), ("--profile", "")), p, bound,
+                tuple(reported))
 
 
 def _cohort_task(domain: str, profile: str, bound: Mapping[str, str]) -> Task:

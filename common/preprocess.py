@@ -32,26 +32,19 @@ import pandas as pd
 
 from common import journal, shards
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, one_line
-from common.cohort import flag_four_views, image_label, load_cohort, match_patient
+from common.cohort import flag_four_views, image_label, match_patient, read_cohort_csv
+from common.constants import ASSUMED_SPACING_MM, IMAGE_COLUMNS
 from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
-from common.profile import load_profile
+from common.profile import Profile
 from common.progress import progress_bar
 from common.workers import map_surviving, worker_count
 
-# Pixel spacing used when a file states none. CBIS-DDSM (the only such source here) was digitised at
-# 42-50 um per pixel depending on the scanner (DBA 42 um, Howtek 43.5 um, Lumisys 50 um); 0.05 mm keeps the
-# high-resolution copies at, or slightly coarser than, the profile's target spacing.
-ASSUMED_SPACING_MM = 0.05
 # Orientation analysis happens on a thumbnail of this many rows: enough to find the breast, cheap to do.
 THUMBNAIL_ROWS = 256
 # Scanner borders of digitised film sit in the outermost few percent of the image; they are cut away
 # before looking for the breast.
 BORDER_FRACTION = 0.03
-IMAGE_COLUMNS = [
-    "image_id", "patient_id", "laterality", "view", "label", "source_file", "original_height", "original_width",
-    "pixel_spacing_mm", "hires_spacing_mm", "flipped", "four_views", "age", "burned_in_annotation",
-]
 REJECTED_COLUMNS = ["file", "reason"]
 # A shard's unindexed rows: images.csv needs every shard (four views, ages, duplicates across shards).
 SHARD_ROWS = "rows.csv"
@@ -87,7 +80,7 @@ def preprocess_folder(
     input_dir: str | Path,
     cohort_path: str | Path,
     out_dir: str | Path,
-    profile: str | dict[str, Any] = "demo",
+    profile: Profile,
     workers: int | None = None,
     image_table: str | Path | None = None,
     shard: tuple[int, int] | None = None,
@@ -103,18 +96,17 @@ def preprocess_folder(
 
     Raises UnusableInput (after writing rejected.csv) when no file could be used, so the step fails visibly.
     """
-    profile = load_profile(profile) if isinstance(profile, str) else profile
     input_root, out = Path(input_dir), Path(out_dir)
     if not input_root.is_dir():
         raise UnusableInput(f"input {input_root} is not a directory")
-    cohort = load_cohort(cohort_path)
+    cohort = read_cohort_csv(cohort_path)
     settings = Settings(
         input_root=input_root,
         images_dir=out / "images",
         hires_dir=out / "hires",
-        height=int(profile["image"]["height"]),
-        width=int(profile["image"]["width"]),
-        target_spacing_mm=float(profile["radiomics"]["target_spacing_mm"]),
+        height=profile.image.height,
+        width=profile.image.width,
+        target_spacing_mm=profile.radiomics.target_spacing_mm,
         patients={r.patient_id: (int(r.label), r.cancer_laterality) for r in cohort.itertuples()},
         partial_dir=out / journal.FOLDER,
     )
@@ -167,7 +159,7 @@ def merge_shards(folders: list[Path], cohort_path: str | Path, out_dir: str | Pa
     shards; PNGs are hard-linked from the shard folders where the file system allows (else copied).
     """
     out = Path(out_dir)
-    cohort = load_cohort(cohort_path)
+    cohort = read_cohort_csv(cohort_path)
     _clear_outputs(out)
     frames, rejected, files = [], [], 0
     for folder in folders:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from common.artifacts import SUCCESS, atomic_write_json, require_success, step_output
+from common.constants import RETRAIN
 from common.storage import S3Uri, Storage, StorageError
 
 CHAMPION = "champion.json"
@@ -62,7 +63,7 @@ class GateResult:
 
 
 def champion_challenger_gate(labels, champion_scores, challenger_scores, margin: float,
-                             alpha: float = 0.05) -> GateResult:
+                             alpha: float = RETRAIN.alpha) -> GateResult:
     """Decide whether the challenger may replace the champion (paired DeLong non-inferiority test)."""
     from common.metrics import delong_difference_ci, delong_test
 

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from common.pipeline import Out, Param, Task, check_dag
 
 DISCOVER = "discover"
-# retrain-only steps -> the image that runs them (the CPU retrain image holds the whole package)
-IMAGES = {"retrain-discover": "retrain", "retrain-data": "retrain", "retrain-gate": "retrain"}
 PARAMS = ("hospital", "cohort", "registry", "state", "run_id", "min_new_studies", "seed_champion", "margin",
           "alpha", "finetune_config")
 

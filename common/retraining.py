@@ -30,6 +30,7 @@ import pandas as pd
 
 from common import telemetry
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
+from common.constants import RETRAIN
 from common.registry import Champion, ModelRegistry, champion_challenger_gate
 from common.storage import S3Uri, Storage
 
@@ -64,10 +65,10 @@ class RetrainSettings:
     state: S3Uri
     work: Path
     profile: str
-    min_new_studies: int = 20
-    margin: float = 0.02
-    alpha: float = 0.05
-    config: int = 2
+    min_new_studies: int = RETRAIN.min_new_studies
+    margin: float = RETRAIN.margin
+    alpha: float = RETRAIN.alpha
+    config: int = RETRAIN.finetune_config
 
 
 @dataclass

@@ -42,36 +42,16 @@ The `age_stratum` column is the stratum of the patient's group, i.e. the one the
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from common.artifacts import UnusableInput
+from common.constants import SPLITS
+from common.profile import SplitSettings
 
-SUBSETS = ("train", "validation", "test")
 COLUMNS = ["patient_id", "pair_id", "age", "label", "age_stratum", "split"]
 UNKNOWN_STRATUM = "unknown"
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    fractions: tuple[float, float, float]  # in SUBSETS order
-    age_bins: tuple[float, ...]
-    seed: int
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any], seed: int | None = None) -> SplitSettings:
-        section = profile["split"]
-        fractions = tuple(float(section[name]) for name in SUBSETS)
-        if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9):
-            raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
-        bins = tuple(float(edge) for edge in section["age_bins"])
-        if len(bins) < 2 or any(b <= a for a, b in zip(bins, bins[1:], strict=False)):
-            raise ValueError(f"age_bins must be increasing with at least two edges, got {bins}")
-        return cls(fractions, bins, int(section["seed"] if seed is None else seed))  # type: ignore[arg-type]
 
 
 def stratum_labels(age_bins: tuple[float, ...]) -> list[str]:
@@ -100,7 +80,7 @@ def read_previous(path) -> pd.DataFrame:
         raise UnusableInput(f"cannot read previous split {path}: {error}") from error
     if not {"patient_id", "split"} <= set(previous.columns):
         raise UnusableInput(f"previous split {path} needs columns patient_id and split")
-    unknown = sorted(set(previous["split"]) - set(SUBSETS))
+    unknown = sorted(set(previous["split"]) - set(SPLITS))
     if unknown:
         raise UnusableInput(f"previous split {path} has unknown subset(s) {', '.join(unknown)}")
     if previous["patient_id"].duplicated().any():
@@ -129,7 +109,7 @@ def assign_split(cohort: pd.DataFrame, settings: SplitSettings, previous: pd.Dat
             groups.loc[group_id, "subset"] = earlier.pop()
 
     placed = groups[groups["subset"] != ""]
-    counts = np.array([placed.loc[placed["subset"] == s, "size"].sum() for s in SUBSETS], dtype=float)
+    counts = np.array([placed.loc[placed["subset"] == s, "size"].sum() for s in SPLITS], dtype=float)
     newcomers = groups[groups["subset"] == ""].copy()
     # Unknown ages (stratum -1) sort last, as their own stratum.
     newcomers["order_stratum"] = newcomers["stratum"].where(newcomers["stratum"] >= 0, len(labels))
@@ -143,7 +123,7 @@ def assign_split(cohort: pd.DataFrame, settings: SplitSettings, previous: pd.Dat
         deficit = fractions * (counts.sum() + size) - counts
         choice = preference[np.argmax(deficit[preference])]
         counts[choice] += size
-        groups.loc[group_id, "subset"] = SUBSETS[choice]
+        groups.loc[group_id, "subset"] = SPLITS[choice]
 
     frame["age_stratum"] = [labels[i] if i >= 0 else UNKNOWN_STRATUM for i in groups.loc[frame["group"], "stratum"]]
     frame["split"] = groups.loc[frame["group"], "subset"].to_numpy()
@@ -166,8 +146,9 @@ def assign_fixed_split(cohort: pd.DataFrame, settings: SplitSettings,
     train_share, validation_share = settings.fractions[0], settings.fractions[1]
     if train_share + validation_share <= 0:
         raise UnusableInput("--fixed needs a non-zero train or validation fraction in the profile")
-    inner = SplitSettings((train_share / (train_share + validation_share),
-                           validation_share / (train_share + validation_share), 0.0), settings.age_bins, settings.seed)
+    inner = SplitSettings(train=train_share / (train_share + validation_share),
+                          validation=validation_share / (train_share + validation_share), test=0.0,
+                          age_bins=settings.age_bins, seed=settings.seed)
     training = cohort[official == "train"]
     parts = [assign_split(training, inner, previous)] if len(training) else []
     for subset in ("validation", "test"):
@@ -184,7 +165,7 @@ def split_counts(split: pd.DataFrame) -> dict[str, dict[str, int]]:
     return {
         subset: {"patients": int((split["split"] == subset).sum()),
                  "cases": int(split.loc[split["split"] == subset, "label"].sum())}
-        for subset in SUBSETS
+        for subset in SPLITS
     }
 
 

@@ -27,62 +27,25 @@ import tensorflow as tf
 from common import distribute, telemetry
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
 from common.data import (
-    Augmentation,
     Cohort,
     Preprocessing,
     class_weights,
     evaluation_dataset,
     featurewise_mean,
-    load_cohort,
+    join_images_with_split,
     require_both_classes,
     training_dataset,
 )
 from common.determinism import configure_determinism
 from common.model import Architecture, build_end2end, load_model, parameter_counts, reconfigure, set_phase
+from common.profile import Profile, StageSettings
 
 HISTORY_COLUMNS = ["epoch", "stage", "loss", "val_loss", "val_auc", "lr"]
 BACKUP_DIR = "_resume"
 BEST_WEIGHTS = "best.weights.h5"
-DEFAULT_SEED = 42
 
 
-@dataclass(frozen=True)
-class StageSettings:
-    """One phase's hyperparameters (thesis Table 6 for stage 1 and 2; `training.pretrain` for pretraining)."""
-
-    phase: str
-    learning_rate: float
-    weight_decay: float
-    dropout: float
-    epochs: int
-    batch_size: int
-    reduce_lr_patience: int
-    early_stopping_patience: int
-
-    @property
-    def stage(self) -> str:
-        return self.phase.split("_")[0]
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any], phase: str) -> StageSettings:
-        """A phase section may override the shared patiences and batch size: pretraining from scratch sits
-        on a plateau for a number of optimiser steps before it learns, where Table 6's patience of 3 would
-        stop it, and smaller batches reach those steps with less compute."""
-        training = profile["training"]
-        section = training[phase.split("_")[0]]
-        return cls(
-            phase=phase,
-            learning_rate=float(section["learning_rate"]),
-            weight_decay=float(section["weight_decay"]),
-            dropout=float(section["dropout"]),
-            epochs=int(section["epochs"]),
-            batch_size=int(section.get("batch_size", training["batch_size"])),
-            reduce_lr_patience=int(section.get("reduce_lr_patience", training["reduce_lr_patience"])),
-            early_stopping_patience=int(section.get("early_stopping_patience", training["early_stopping_patience"])),
-        )
-
-
-def configure_runtime(profile: dict[str, Any]) -> dict[str, Any]:
+def configure_runtime(profile: Profile) -> dict[str, Any]:
     """Deterministic kernels and fixed threads; mixed precision and XLA only where a GPU can profit from them.
 
     XLA on this project's CPUs made full-size training 1.6x and demo inference 3.9x slower
@@ -90,9 +53,9 @@ def configure_runtime(profile: dict[str, Any]) -> dict[str, Any]:
     """
     determinism = configure_determinism(profile)
     gpus = tf.config.list_physical_devices("GPU")
-    mixed = bool(profile["model"].get("mixed_precision")) and bool(gpus)
+    mixed = profile.model.mixed_precision and bool(gpus)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    jit = bool(profile["model"].get("jit_compile")) and bool(gpus)
+    jit = profile.model.jit_compile and bool(gpus)
     return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": jit, **determinism}
 
 
@@ -320,7 +283,7 @@ def _train_phase(
     images: Path,
     split: Path,
     out_dir: Path,
-    profile: dict[str, Any],
+    profile: Profile,
     init_model: Path | None,
     source_name: str | None = None,
     verbose: int = 2,
@@ -332,8 +295,8 @@ def _train_phase(
     public training mean from its private images.
     """
     runtime = configure_runtime(profile)
-    settings = StageSettings.from_profile(profile, phase)
-    seed = int(profile["training"].get("seed", DEFAULT_SEED))
+    settings = profile.training.phase(phase)
+    seed = profile.training.seed
     keras.utils.set_random_seed(seed)
     if init_model is None:
         model = build_end2end(
@@ -346,7 +309,7 @@ def _train_phase(
             load_model(_model_file(init_model)), dropout=settings.dropout, weight_decay=settings.weight_decay
         )
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
-    cohort = load_cohort(images, split).with_size(height, width)
+    cohort = join_images_with_split(images, split).with_size(height, width)
     cohort.warn()
     train, validation = cohort.split("train"), cohort.split("validation")
     require_both_classes(train, f"the train split of {images}")
@@ -362,7 +325,7 @@ def _train_phase(
     compile_for(model, settings, jit_compile=runtime["jit_compile"])
 
     weights = class_weights(train["label"])
-    augmentation = Augmentation.from_profile(profile)
+    augmentation = profile.training.augmentation
     train_ds = training_dataset(
         train, prep, batch_size=settings.batch_size, augmentation=augmentation, weights=weights, seed=seed
     )

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
-from common.data import Preprocessing, load_cohort
+from common.data import Preprocessing, join_images_with_split
 from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
 from common.model import Architecture, build_end2end, load_model
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.training import write_model_folder
 
 HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--images", required=True, help="preprocess output folder")
     parser.add_argument("--split", required=True, help="split output folder")
     parser.add_argument("--out", required=True, help="folder for scores.csv and metrics.json")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
     parser.add_argument(
         "--splits",
         choices=("all", "test"),
@@ -67,7 +67,7 @@ def _baseline(args, profile):
     try:
         match = load_keras2_weights(model, checkpoint)
     except CheckpointMismatch as error:
-        hint = "" if profile["model"]["backbone_width"] == 1.0 else " (published checkpoints need --profile full)"
+        hint = "" if profile.model.backbone_width == 1.0 else " (published checkpoints need --profile full)"
         raise UnusableInput(f"{error}{hint}") from None
     print(f"checkpoint {checkpoint.name}: {len(match.pairs)} layers paired, {match.rule}", file=sys.stderr)
     return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}"), match
@@ -78,7 +78,7 @@ def run(args) -> int:
     configure_determinism(profile)
     out = Path(args.out)
     inputs = {k: getattr(args, k) for k in ("model", "checkpoint", "images", "split") if getattr(args, k)}
-    with step_output("baseline-infer", out, inputs) as record:
+    with step_output("baseline-infer", out, inputs, profile) as record:
         model, prep, match = _baseline(args, profile)
         if match is not None:  # kept as a model folder: fine-tuning on real data starts from this output
             write_model_folder(model, prep, out)
@@ -86,12 +86,12 @@ def run(args) -> int:
             audit = {"checkpoint": Path(args.checkpoint).name, **match.as_json()}
             atomic_write_json(out / "checkpoint_match.json", audit)
             record.extra["checkpoint_rule"] = match.rule
-        cohort = load_cohort(args.images, args.split).with_size(prep.height, prep.width)
+        cohort = join_images_with_split(args.images, args.split).with_size(prep.height, prep.width)
         cohort.warn()
         frame = cohort.frame if args.splits == "all" else cohort.split("validation", "test")
-        tta = bool(profile["training"]["flip_tta"]) if args.tta is None else args.tta
+        tta = profile.training.flip_tta if args.tta is None else args.tta
         scores, features = score_frame_with_features(
-            model, frame, prep, tta=tta, batch_size=int(profile["training"]["batch_size"])
+            model, frame, prep, tta=tta, batch_size=profile.training.batch_size
         )
         atomic_write_csv(out / "penultimate.csv", features)  # the report's domain-shift diagnostics
         metrics = write_scores_and_metrics(scores, out, profile)

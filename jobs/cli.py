@@ -1,4 +1,4 @@
-"""`mammo`: one subcommand per pipeline step.
+"""`mammo`: one subcommand per step of the registry (common.steps).
 
 Each step lives in `jobs/<module>.py` and exposes `HELP`, `add_arguments(parser)` and `run(args) -> int`.
 Step modules may declare `INPUT_ARGS` (argument names holding input directories) and `OUTPUT_ARG`
@@ -20,29 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 from common import __version__, fingerprint, storage, workfolder
 from common.artifacts import UnusableInput
 from common.profile import ProfileError
+from common.steps import STEPS
 from jobs.startup import quiet_native_notices, stop_group_on_sigterm
-
-# step -> (module, one-line summary). The summary lives here so `mammo --help` and a step's own run
-# import only the module they need: model steps pull in TensorFlow, CPU steps should not pay for it.
-STEPS: dict[str, tuple[str, str]] = {
-    "synth": ("jobs.synth", "write a synthetic four-view cohort (DICOM + cohort.csv) for one domain"),
-    "cohort": ("jobs.cohort", "public dataset metadata (CBIS-DDSM, INbreast, CMMD, VinDr-Mammo) -> cohort.csv"),
-    "preprocess": ("jobs.preprocess", "DICOM folder -> oriented, resized 16-bit PNGs + images.csv/rejected.csv"),
-    "split": ("jobs.split", "patient-level 70/10/20 split, age-stratified, pairs together, stable under growth"),
-    "pretrain": ("jobs.pretrain", "train End2End VGG16 on a source domain (the baseline when no checkpoint)"),
-    "baseline-infer": ("jobs.baseline_infer", "score every image with a baseline model or published checkpoint"),
-    "finetune-stage1": ("jobs.finetune_stage1", "transfer learning: train Block 2 (+ Block 1) and the head"),
-    "finetune-stage2": ("jobs.finetune_stage2", "fine-tune the whole network, then score and evaluate"),
-    "radiomics": ("jobs.radiomics", "34 features per image, 141-attribute patient vectors, PCA + gradient boosting"),
-    "report": ("jobs.report", "thesis tables and figures: report.html, report.md, tables/, figures/, summary.json"),
-    "retrain": ("jobs.retrain", "scheduled retraining on new hospital data with a champion/challenger gate"),
-    "shard-plan": ("jobs.shard_plan", "how many shards a sharded CPU step runs as (the list Argo fans out over)"),
-    "retrain-discover": ("jobs.retrain_discover", "retraining DAG: new studies, champion and training data, or stop"),
-    "retrain-data": ("jobs.retrain_data", "retraining DAG: previous training data + the new studies"),
-    "retrain-gate": ("jobs.retrain_gate", "retraining DAG: champion/challenger gate, registration, new state"),
-    "model": ("jobs.model", "inspect the End2End architecture (parameter counts per training phase)"),
-    "pipeline": ("jobs.pipeline", "run the whole pipeline locally (synthetic demo unless hospital data is given)"),
-}
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,13 +36,13 @@ def build_parser(load: set[str] | None = None) -> argparse.ArgumentParser:
     parser = Parser(prog="mammo", description="Mammography CNN domain-shift pipeline.")
     parser.add_argument("--version", action="version", version=f"mammo {__version__}")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for step, (module_name, summary) in STEPS.items():
-        if load is not None and step not in load:
-            sub.add_parser(step, help=summary)
+    for name, step in STEPS.items():
+        if load is not None and name not in load:
+            sub.add_parser(name, help=step.summary)
             continue
         with quiet_native_notices():
-            module = importlib.import_module(module_name)
-        step_parser = sub.add_parser(step, help=summary, description=module.HELP)
+            module = importlib.import_module(step.module)
+        step_parser = sub.add_parser(name, help=step.summary, description=module.HELP)
         module.add_arguments(step_parser)
         storage.add_arguments(step_parser)
         step_parser.set_defaults(_module=module)

@@ -10,6 +10,7 @@ from common.artifacts import UnusableInput, step_output
 from common.datasets import DATASETS, adapter
 from common.datasets.assemble import summary_line, write_cohort
 from common.datasets.birads import BIRADS3_RULES, DEFAULT_BIRADS3
+from common.profile import DEFAULT_PROFILE
 
 HELP = (
     "Turn a public dataset's metadata, exactly as published, into cohort.csv (one row per patient, with the "
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--birads3", choices=BIRADS3_RULES, default=DEFAULT_BIRADS3,
                         help="inbreast, vindr-mammo: label of BI-RADS 3 images (default: negative, as Shen et al. "
                              "2019 for INbreast)")
-    parser.add_argument("--profile", default="demo", help="accepted for uniformity with the other steps (unused)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE,
+                        help="accepted for uniformity with the other steps (unused)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.artifacts import require_success, step_output
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.training import save_model_folder, train_phase
 
 HELP = "Fine-tuning stage 1: train the top blocks (config 1: Block 2 + head; config 2: Block 1 + Block 2 + head)."
@@ -22,14 +22,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", required=True, help="target split output folder")
     parser.add_argument("--config", required=True, type=int, choices=(1, 2), help="thesis configuration")
     parser.add_argument("--out", required=True, help="model folder to write")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
 
 
 def run(args) -> int:
     profile = load_profile(args.profile)
     require_success(args.model)
     inputs = {"model": args.model, "images": args.images, "split": args.split, "config": args.config}
-    with step_output("finetune-stage1", args.out, inputs) as record:
+    with step_output("finetune-stage1", args.out, inputs, profile) as record:
         trained = train_phase(
             step="finetune-stage1",
             phase=f"stage1_config{args.config}",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.artifacts import require_success, step_output
 from common.inference import score_frame, write_scores_and_metrics
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.training import save_model_folder, train_phase
 
 HELP = "Fine-tuning stage 2: unfreeze everything, train, then score all splits and write metrics.json."
@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--images", required=True, help="target preprocess output folder")
     parser.add_argument("--split", required=True, help="target split output folder")
     parser.add_argument("--out", required=True, help="model folder to write")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
     parser.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA (default: profile)"
     )
@@ -35,7 +35,7 @@ def run(args) -> int:
     require_success(args.model)
     out = Path(args.out)
     inputs = {"model": args.model, "images": args.images, "split": args.split}
-    with step_output("finetune-stage2", out, inputs) as record:
+    with step_output("finetune-stage2", out, inputs, profile) as record:
         trained = train_phase(
             step="finetune-stage2",
             phase="stage2",
@@ -46,12 +46,12 @@ def run(args) -> int:
             init_model=Path(args.model),
         )
         save_model_folder(trained, out)
-        tta = bool(profile["training"]["flip_tta"]) if args.tta is None else args.tta
+        tta = profile.training.flip_tta if args.tta is None else args.tta
         scores = score_frame(
             trained.model,
             trained.cohort.frame,
             trained.preprocessing,
-            batch_size=int(profile["training"]["batch_size"]),
+            batch_size=profile.training.batch_size,
             tta=tta,
         )
         metrics = write_scores_and_metrics(scores, out, profile)

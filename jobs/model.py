@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from common.model import Architecture, phase_summary
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 
 HELP = "Inspect the End2End model: `summary` prints total and per-phase trainable parameter counts as JSON."
 INPUT_ARGS: tuple[str, ...] = ()
@@ -14,11 +14,11 @@ OUTPUT_ARG = None
 
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["summary"])
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
 
 
 def run(args) -> int:
     profile = load_profile(args.profile)
-    summary = {"profile": profile["name"], **phase_summary(Architecture.from_profile(profile))}
+    summary = {"profile": profile.name, **phase_summary(Architecture.from_profile(profile))}
     print(json.dumps(summary, indent=2))
     return 0

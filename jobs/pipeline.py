@@ -15,7 +15,7 @@ import yaml
 from common import pipeline, runner
 from common.artifacts import UnusableInput
 from common.datasets import DATASETS
-from common.profile import PROFILE_NAMES, load_profile
+from common.profile import DEFAULT_PROFILE, PROFILE_NAMES, load_profile
 
 HELP = ("Run the whole DAG locally in one work folder; a finished task is skipped unless its fingerprint "
         "(arguments, profile values, inputs, version) changed, which reruns it and everything downstream.")
@@ -64,7 +64,7 @@ def profile_name(text: str) -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or say what a run would do")
-    parser.add_argument("--profile", default="demo", type=profile_name,
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, type=profile_name,
                         help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
     parser.add_argument("--workdir", type=Path, required=True, help="one folder holding every task's output")
     parser.add_argument("--configs", nargs="+", type=int, default=[1, 2], help="fine-tuning configurations")

@@ -8,7 +8,7 @@ import sys
 from common import shards
 from common.artifacts import UnusableInput, step_output
 from common.preprocess import merge_shards, preprocess_folder
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 
 HELP = "Decode DICOMs, put the chest wall on the left, resize to the profile size; index and reject list."
 INPUT_ARGS = ("input", "cohort", "image_table", "merge_shards")
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-table", default=None, help="image_table.csv from `mammo cohort`: read only its "
                         "files, with its patients and per-image labels")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--profile", default="demo", help="demo, ci, full or a profile YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="demo, ci, full or a profile YAML file")
     parser.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--shard", help="I/N: convert only shard I of N into --out (common.shards); merge them after")
     parser.add_argument("--merge-shards", help="folder of finished shards: write the step's output from them "
@@ -39,15 +39,12 @@ def _positive_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.merge_shards is None) or (args.shard and args.merge_shards):
         raise UnusableInput("give --input (optionally with --shard I/N) or --merge-shards, not both")
-    try:
-        profile = load_profile(args.profile)
-    except ValueError as error:
-        raise UnusableInput(str(error)) from None
+    profile = load_profile(args.profile)
     source = {"input": args.input} if args.input else {"merge_shards": args.merge_shards}
-    inputs = {**source, "cohort": args.cohort, "profile": args.profile,
+    inputs = {**source, "cohort": args.cohort,
               **({"image_table": args.image_table} if args.image_table else {})}
     shard = shards.parse(args.shard) if args.shard else None
-    with step_output("preprocess", args.out, inputs) as record:
+    with step_output("preprocess", args.out, inputs, profile) as record:
         if args.merge_shards:
             folders = shards.shard_folders(args.merge_shards)
             counts = merge_shards(folders, args.cohort, args.out)

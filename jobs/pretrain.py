@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.artifacts import require_success, step_output
-from common.profile import load_profile
+from common.profile import DEFAULT_PROFILE, load_profile
 from common.training import save_model_folder, train_phase
 
 HELP = "Train End2End from scratch (or from --init-model) on a source domain's train split."
@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--images", required=True, help="preprocess output folder (images/, images.csv)")
     parser.add_argument("--split", required=True, help="split output folder (split.csv)")
     parser.add_argument("--out", required=True, help="model folder to write")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
     parser.add_argument("--init-model", help="model folder to start from (e.g. the source-A model)")
     parser.add_argument("--source-name", help="name of the source domain, recorded in preprocessing.json")
 
@@ -31,8 +31,8 @@ def run(args) -> int:
     init_model = Path(args.init_model) if args.init_model else None
     if init_model is not None:
         require_success(init_model)
-    inputs = {"images": args.images, "split": args.split, "init_model": args.init_model, "profile": args.profile}
-    with step_output("pretrain", args.out, inputs) as record:
+    inputs = {"images": args.images, "split": args.split, "init_model": args.init_model}
+    with step_output("pretrain", args.out, inputs, profile) as record:
         trained = train_phase(
             step="pretrain",
             phase="pretrain",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from common import runner, telemetry
 from common.artifacts import UnusableInput
+from common.constants import RETRAIN
+from common.profile import DEFAULT_PROFILE
 from common.retraining import RetrainRun, RetrainSettings, record_decision
 from common.storage import S3Uri, Storage, is_s3
 
@@ -29,11 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", required=True, help="local folder holding one work folder per run")
     parser.add_argument("--run-id", help="resume this earlier run (its folder under --work) instead of a new one")
     parser.add_argument("--out", required=True, help="folder (or s3:// prefix) for this run's decision record")
-    parser.add_argument("--profile", default="demo", help="full, demo, ci or a YAML file")
-    parser.add_argument("--min-new-studies", type=int, default=20, help="fewer new studies end the run early")
-    parser.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin on the AUC difference")
-    parser.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the non-inferiority test")
-    parser.add_argument("--config", type=int, choices=(1, 2), default=2, help="stage-1 fine-tuning configuration")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
+    parser.add_argument("--min-new-studies", type=int, default=RETRAIN.min_new_studies,
+                        help="fewer new studies end the run early")
+    parser.add_argument("--margin", type=float, default=RETRAIN.margin,
+                        help="non-inferiority margin on the AUC difference")
+    parser.add_argument("--alpha", type=float, default=RETRAIN.alpha,
+                        help="one-sided level of the non-inferiority test")
+    parser.add_argument("--config", type=int, choices=(1, 2), default=RETRAIN.finetune_config,
+                        help="stage-1 fine-tuning configuration")
     parser.add_argument("--seed-champion", help="model folder (or s3://) registered as champion when there is none")
 
 

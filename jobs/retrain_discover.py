@@ -11,6 +11,7 @@ from pathlib import Path
 
 from common import telemetry
 from common.artifacts import UnusableInput, atomic_write_json, atomic_write_text, step_output
+from common.constants import RETRAIN
 from common.retraining import DISCOVERY, RetrainSettings, discover
 from common.storage import S3Uri, Storage, is_s3
 
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in LOCATIONS:
         parser.add_argument(f"--{name}", required=True, help=f"s3:// location of the {name} (see mammo retrain)")
     parser.add_argument("--run-id", required=True, help="this run's id (the workflow name on Argo)")
-    parser.add_argument("--min-new-studies", type=int, default=20, help="fewer new studies end the run early")
+    parser.add_argument("--min-new-studies", type=int, default=RETRAIN.min_new_studies,
+                        help="fewer new studies end the run early")
     parser.add_argument("--seed-champion", default="", help="model folder (or s3://) registered when there is none")
     parser.add_argument("--out", required=True, help="output folder")
 

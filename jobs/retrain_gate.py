@@ -7,6 +7,8 @@ from pathlib import Path
 
 from common import telemetry
 from common.artifacts import require_success
+from common.constants import RETRAIN
+from common.profile import DEFAULT_PROFILE
 from common.retraining import GateInputs, gate, record_decision
 from common.storage import Storage
 
@@ -21,10 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("champion-scores", "baseline-infer of the champion"),
                        ("challenger-scores", "baseline-infer of the challenger")):
         parser.add_argument(f"--{name}", required=True, help=f"{text} folder")
-    parser.add_argument("--margin", type=float, default=0.02, help="non-inferiority margin on the AUC difference")
-    parser.add_argument("--alpha", type=float, default=0.05, help="one-sided level of the non-inferiority test")
-    parser.add_argument("--finetune-config", type=int, choices=(1, 2), default=2, help="recorded in the lineage")
-    parser.add_argument("--profile", default="demo", help="recorded in the lineage")
+    parser.add_argument("--margin", type=float, default=RETRAIN.margin,
+                        help="non-inferiority margin on the AUC difference")
+    parser.add_argument("--alpha", type=float, default=RETRAIN.alpha,
+                        help="one-sided level of the non-inferiority test")
+    parser.add_argument("--finetune-config", type=int, choices=(1, 2), default=RETRAIN.finetune_config,
+                        help="recorded in the lineage")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="recorded in the lineage")
     parser.add_argument("--out", required=True, help="folder for this run's decision record")
 
 

@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from common import __version__
+from common.profile import load_profile
 from jobs import cli
 
 
@@ -75,15 +77,24 @@ def test_every_subcommand_fails_in_one_line(step, tmp_path, bad_yaml, capfd):
 
 
 def test_a_missing_profile_key_names_the_key_path_and_the_file(tmp_path, capfd):
+    """The profile is checked whole when it loads: any step refuses it, naming the first missing key."""
+    ci = load_profile("ci").to_dict()
+    del ci["split"]["seed"]
     profile = tmp_path / "mine.yaml"
-    profile.write_text("name: mine\nsplit: {train: 0.7, validation: 0.1, test: 0.2, age_bins: [0, 200]}\n")
+    profile.write_text(yaml.safe_dump(ci))
     cohort = tmp_path / "cohort.csv"
     cohort.write_text("patient_id,age,label\np1,50,1\np2,51,0\n")
     code, err = _run(["split", "--cohort", str(cohort), "--out", str(tmp_path / "o"), "--profile", str(profile)],
                      capfd)
     assert (code, err) == (2, [f"mammo split: profile {profile} has no key split.seed"])
     code, err = _run(["synth", "--domain", "film", "--out", str(tmp_path / "s"), "--profile", str(profile)], capfd)
-    assert (code, err) == (2, [f"mammo synth: profile {profile} has no key synth"])
+    assert (code, err) == (2, [f"mammo synth: profile {profile} has no key split.seed"])
+    ci["split"]["seed"] = 42
+    del ci["synth"]
+    profile.write_text(yaml.safe_dump(ci))
+    code, err = _run(["split", "--cohort", str(cohort), "--out", str(tmp_path / "o"), "--profile", str(profile)],
+                     capfd)
+    assert (code, err) == (2, [f"mammo split: profile {profile} has no key synth"])
 
 
 def test_pipeline_companion_arguments_and_unknown_task(tmp_path, capfd):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from common.artifacts import UnusableInput
-from common.cohort import CohortError, flag_four_views, image_label, load_cohort, match_patient
+from common.cohort import CohortError, flag_four_views, image_label, match_patient, read_cohort_csv
 
 HEADER = "patient_id,age,label,pair_id,cancer_laterality\n"
 
@@ -19,7 +19,7 @@ def write(tmp_path, text: str):
 
 
 def test_valid_cohort_is_typed(tmp_path):
-    cohort = load_cohort(write(tmp_path, HEADER + "A1, 55,1,p1,l\nB2,54.5,0,p1,\n007,,0,,\n"))
+    cohort = read_cohort_csv(write(tmp_path, HEADER + "A1, 55,1,p1,l\nB2,54.5,0,p1,\n007,,0,,\n"))
     assert list(cohort["patient_id"]) == ["A1", "B2", "007"]  # ids stay strings (leading zeros kept)
     assert cohort["age"].iloc[0] == 55 and cohort["age"].iloc[1] == 54.5 and np.isnan(cohort["age"].iloc[2])
     assert list(cohort["label"]) == [1, 0, 0] and cohort["label"].dtype.kind == "i"
@@ -28,13 +28,13 @@ def test_valid_cohort_is_typed(tmp_path):
 
 
 def test_pair_id_is_optional(tmp_path):
-    cohort = load_cohort(write(tmp_path, "patient_id,age,label,cancer_laterality\nA,60,1,B\n"))
+    cohort = read_cohort_csv(write(tmp_path, "patient_id,age,label,cancer_laterality\nA,60,1,B\n"))
     assert list(cohort["pair_id"]) == [""]
 
 
 def test_missing_columns_are_named(tmp_path):
     with pytest.raises(CohortError, match="missing columns: age, cancer_laterality"):
-        load_cohort(write(tmp_path, "patient_id,label\nA,1\n"))
+        read_cohort_csv(write(tmp_path, "patient_id,label\nA,1\n"))
 
 
 @pytest.mark.parametrize(
@@ -54,22 +54,22 @@ def test_missing_columns_are_named(tmp_path):
 )
 def test_bad_rows_are_reported_with_line_numbers(tmp_path, rows, message):
     with pytest.raises(CohortError) as error:
-        load_cohort(write(tmp_path, HEADER + rows))
+        read_cohort_csv(write(tmp_path, HEADER + rows))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
 def test_all_problems_in_one_line_and_cli_exit_2_type(tmp_path):
     with pytest.raises(UnusableInput) as error:  # CohortError is an UnusableInput: the CLI exits 2
-        load_cohort(write(tmp_path, HEADER + "A,abc,0,,\nB,50,3,,\n"))
+        read_cohort_csv(write(tmp_path, HEADER + "A,abc,0,,\nB,50,3,,\n"))
     assert "age not a number" in str(error.value) and "label not 0/1" in str(error.value)
 
 
 def test_unreadable_or_empty_cohort(tmp_path):
     with pytest.raises(CohortError, match="file not found"):
-        load_cohort(tmp_path / "nope.csv")
+        read_cohort_csv(tmp_path / "nope.csv")
     with pytest.raises(CohortError, match="no patients"):
-        load_cohort(write(tmp_path, HEADER))
+        read_cohort_csv(write(tmp_path, HEADER))
 
 
 def test_image_label_rule():

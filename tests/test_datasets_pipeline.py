@@ -34,10 +34,10 @@ CBIS_HEADER = ["patient_id", "breast_density", "left or right breast", "image vi
 
 
 def synthetic(root: Path, domain: str, seed: int) -> tuple[Path, pd.DataFrame]:
-    profile = load_profile("ci")["synth"]
+    synth = load_profile("ci").synth
     out = root / f"synth-{domain}"
-    size = (int(profile["size"]["height"]), int(profile["size"]["width"]))
-    synthesize_cohort(out, int(profile["patients"][domain]), domain, seed, size, workers=2)
+    size = (synth.size.height, synth.size.width)
+    synthesize_cohort(out, synth.patients[domain], domain, seed, size, workers=2)
     return out, pd.read_csv(out / "cohort.csv", dtype={"patient_id": str}, keep_default_na=False)
 
 

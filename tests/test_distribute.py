@@ -33,13 +33,14 @@ import tensorflow as tf
 
 from common.model import Architecture, build_end2end, set_phase
 from common.profile import load_profile
-from common.training import StageSettings, compile_for, fit
+from common.profile import StageSettings
+from common.training import compile_for, fit
 
 profile = load_profile("ci")
 settings = StageSettings(phase="pretrain", learning_rate=1e-3, weight_decay=1e-4, dropout=0.0, epochs=3,
                          batch_size=8, reduce_lr_patience=10, early_stopping_patience=10)
 rng = np.random.default_rng(3)
-height, width = profile["image"]["height"], profile["image"]["width"]
+height, width = profile.image.height, profile.image.width
 x = rng.normal(size=(32, height, width, 3)).astype("float32")
 labels = (np.arange(32) % 3 == 0).astype(int)
 x[labels == 1, height // 3:height // 2, width // 3:width // 2] += 1.5  # something to learn

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -16,7 +15,7 @@ from common.profile import load_profile
 def profile_file(tmp_path):
     """A copy of the ci profile the tests may edit; returns (path, edit(section, key, value))."""
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(load_profile("ci")))))
+    path.write_text(yaml.safe_dump(load_profile("ci").to_dict()))
 
     def edit(section: str, key: str, value) -> None:
         data = yaml.safe_load(path.read_text())

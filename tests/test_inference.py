@@ -14,7 +14,7 @@ import pytest
 from test_checkpoint import random_model
 from test_training import HEIGHT, WIDTH, mammo, write_cohort, write_profile
 
-from common.data import Preprocessing, load_cohort
+from common.data import Preprocessing, join_images_with_split
 from common.gradcam import DEFAULT_LAYER, gradcam, gradcam_maps, gradcam_raw
 from common.inference import predict_scores
 from common.metrics import roc_auc
@@ -33,7 +33,7 @@ def reference_inputs(paths, mean: float) -> np.ndarray:
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
     images_dir, split_dir = write_cohort(root, n_patients=8, seed=11)
-    return load_cohort(images_dir, split_dir).frame
+    return join_images_with_split(images_dir, split_dir).frame
 
 
 def test_batched_scores_equal_per_image_predictions(cohort):
@@ -127,7 +127,7 @@ def test_model_learns_the_blob_task_and_baseline_infer_reports_it(trained, tmp_p
 
 def test_gradcam_points_at_the_blob(trained):
     images_dir, split_dir, model_dir, _ = trained
-    frame = load_cohort(images_dir, split_dir).frame
+    frame = join_images_with_split(images_dir, split_dir).frame
     positives = frame[frame["label"] == 1].iloc[:8]
     prep = Preprocessing.read(model_dir)
     x = reference_inputs(positives["path"], prep.featurewise_mean)
@@ -147,7 +147,7 @@ def test_gradcam_mass_concentrates_on_the_region_the_decision_depends_on(trained
     the report uses, every positive image's map is non-zero and its mass per unit area inside that region is a
     clear multiple of the mass per unit area outside it (a uniform map scores 1)."""
     images_dir, split_dir, model_dir, _ = trained
-    frame = load_cohort(images_dir, split_dir).frame
+    frame = join_images_with_split(images_dir, split_dir).frame
     positives = frame[frame["label"] == 1].iloc[:12]
     prep = Preprocessing.read(model_dir)
     x = reference_inputs(positives["path"], prep.featurewise_mean)

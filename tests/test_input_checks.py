@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.artifacts import step_output
-from common.cohort import CohortError, load_cohort
+from common.cohort import CohortError, read_cohort_csv
 from jobs.cli import main
 
 COHORT_HEADER = "patient_id,age,label,pair_id,cancer_laterality\n"
@@ -43,7 +43,7 @@ def test_a_pair_is_one_case_and_one_control(tmp_path, rows, problem):
     path = tmp_path / "cohort.csv"
     path.write_text(COHORT_HEADER + rows)
     with pytest.raises(CohortError) as error:
-        load_cohort(path)
+        read_cohort_csv(path)
     assert problem in str(error.value)
 
 
@@ -51,4 +51,4 @@ def test_valid_pairs_and_a_pair_missing_its_partner_are_accepted(tmp_path):
     # a partner may be missing (withdrawn, or without images in a grown cohort): the pair is then one patient
     path = tmp_path / "cohort.csv"
     path.write_text(COHORT_HEADER + "P1,50,1,x,L\nP2,50,0,x,\nP3,60,1,y,R\nP4,61,0,,\n")
-    assert load_cohort(path)["pair_id"].tolist() == ["x", "x", "y", ""]
+    assert read_cohort_csv(path)["pair_id"].tolist() == ["x", "x", "y", ""]

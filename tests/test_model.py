@@ -21,7 +21,7 @@ from common.model import (
     set_phase,
 )
 from common.profile import load_profile
-from common.training import StageSettings, compile_for
+from common.training import compile_for
 
 CI_ARCH = Architecture.from_profile(load_profile("ci"))
 
@@ -133,7 +133,7 @@ def test_training_loss_includes_the_weight_decay_penalty():
     rng = np.random.default_rng(1)
     model = build_end2end(CI_ARCH, dropout=0.0, weight_decay=1.5e-3)
     set_phase(model, "stage1_config1")
-    settings = StageSettings.from_profile(load_profile("ci"), "stage2")
+    settings = load_profile("ci").training.phase("stage2")
     compile_for(model, settings, jit_compile=False)
     # Small inputs keep the untrained softmax away from saturation, where Keras uses the logits directly.
     x = rng.normal(0, 0.05, (8, CI_ARCH.height, CI_ARCH.width, 3)).astype("float32")
@@ -155,7 +155,7 @@ def test_stage1_freezes_backbone_and_block1_including_batchnorm_statistics():
     model = build_end2end(CI_ARCH, dropout=0.2, weight_decay=1e-4)
     set_phase(model, "stage1_config1")
     assert parameter_counts(model)["trainable"] == expected_counts(CI_ARCH)["stage1_config1"]["trainable"]
-    compile_for(model, StageSettings.from_profile(load_profile("ci"), "stage1_config1"), jit_compile=False)
+    compile_for(model, load_profile("ci").training.phase("stage1_config1"), jit_compile=False)
     before = {w.path: w.numpy().copy() for w in model.weights}
     x = rng.normal(0, 50, (8, CI_ARCH.height, CI_ARCH.width, 3)).astype("float32")
     model.train_on_batch(x, np.eye(2, dtype="float32")[[0, 1] * 4])

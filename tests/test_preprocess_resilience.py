@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from common.preprocess import preprocess_folder
+from common.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 COHORT_HEADER = "patient_id,age,label,pair_id,cancer_laterality\n"
@@ -45,7 +46,7 @@ def study(tmp_path_factory, mg_dicom, breast_image) -> tuple[Path, Path]:
 def reference(study, tmp_path_factory) -> Path:
     """The same study preprocessed once, undisturbed, in this process."""
     out = tmp_path_factory.mktemp("reference") / "out"
-    preprocess_folder(*study, out, "ci", workers=1)
+    preprocess_folder(*study, out, load_profile("ci"), workers=1)
     return out
 
 
@@ -103,7 +104,7 @@ def test_leftover_pending_files_of_a_killed_run_do_not_break_the_rerun(tmp_path,
         (out / folder).mkdir(parents=True)
         (out / folder / ".pending-3.png").write_bytes(b"half")
         (out / folder / "OLD_L_CC.png").write_bytes(b"stale")
-    counts = preprocess_folder(*study, out, "ci", workers=1)
+    counts = preprocess_folder(*study, out, load_profile("ci"), workers=1)
     assert counts["images"] == 4 * PATIENTS
     assert not list(out.rglob(".pending-*")) and not list(out.rglob("OLD_*"))
 
@@ -156,13 +157,13 @@ def test_rerun_after_sigkill_of_preprocess_redoes_only_the_lost_images(tmp_path,
 
 def test_a_changed_cohort_invalidates_what_an_interrupted_run_left(tmp_path, study):
     out = tmp_path / "out"
-    first = preprocess_folder(*study, out, "ci", workers=1)
+    first = preprocess_folder(*study, out, load_profile("ci"), workers=1)
     assert first["resumed"] == 0
     # leave a journal behind as a killed run would, then change a patient's label
     shutil.copytree(out / "images", tmp_path / "keep")
     cohort = tmp_path / "cohort.csv"
     cohort.write_text(study[1].read_text().replace("P00,50,0,,", "P00,50,1,,L"))
-    again = preprocess_folder(study[0], cohort, out, "ci", workers=1)
+    again = preprocess_folder(study[0], cohort, out, load_profile("ci"), workers=1)
     assert again["resumed"] == 0 and again["processed"] == 4 * PATIENTS
     images = pd.read_csv(out / "images.csv").set_index("image_id")
     assert images.loc["P00_L_CC", "label"] == 1 and images.loc["P00_R_CC", "label"] == 0

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.profile import RadiomicsSettings, load_profile
 from common.radiomics import FEATURE_NAMES
 from common.radiomics.classifier import (
-    SearchSettings,
     cross_validation,
     feasible_grid,
     make_pipeline,
@@ -144,7 +144,7 @@ def test_grid_search_picks_from_the_grid_and_learns_the_signal():
     x, y, groups = informative_patients()
     grid = {"pca__n_components": [5, 10, 500], "gb__learning_rate": [0.05, 0.2], "gb__max_depth": [2],
             "gb__min_samples_leaf": [5], "gb__n_estimators": [20], "gb__subsample": [0.8]}  # fmt: skip
-    found = search(x, y, groups, SearchSettings("grid", 3, grid), n_jobs=1)
+    found = search(x, y, groups, RadiomicsSettings(0.4, 3, grid, "grid"), n_jobs=1)
     assert found.dropped == {"pca__n_components": [500]}
     assert len(found.cv_results) == 4
     assert found.best_params["pca__n_components"] in (5, 10) and found.best_params["gb__learning_rate"] in (0.05, 0.2)
@@ -159,7 +159,7 @@ def test_halving_search_grows_the_number_of_training_patients():
     x, y, groups = informative_patients(n_pairs=60)
     grid = {"pca__n_components": [5, 10], "gb__learning_rate": [0.05, 0.2], "gb__max_depth": [2],
             "gb__min_samples_leaf": [5], "gb__n_estimators": [10, 30], "gb__subsample": [0.8]}  # fmt: skip
-    found = search(x, y, groups, SearchSettings("halving", 3, grid, halving_factor=3), n_jobs=1)
+    found = search(x, y, groups, RadiomicsSettings(0.4, 3, grid, "halving", halving_factor=3), n_jobs=1)
     rounds = found.cv_results.groupby("iter")["n_resources"].agg(["first", "size"])
     assert list(rounds["size"]) == [8, 3]  # 8 combinations, the best third go on
     assert rounds["first"].iloc[1] == 3 * rounds["first"].iloc[0]
@@ -168,18 +168,16 @@ def test_halving_search_grows_the_number_of_training_patients():
 
 
 def test_settings_come_from_the_profiles():
-    from common.profile import load_profile
-
     for name in ("ci", "demo", "full"):
-        settings = SearchSettings.from_profile(load_profile(name))
+        settings = load_profile(name).radiomics
         assert settings.search in {"grid", "halving"} and settings.cv_folds >= 2
         assert set(settings.grid) == {"pca__n_components", "gb__learning_rate", "gb__max_depth",
                                       "gb__min_samples_leaf", "gb__n_estimators", "gb__subsample"}  # fmt: skip
-    full = SearchSettings.from_profile(load_profile("full")).grid  # thesis Table 1 ranges
+    full = load_profile("full").radiomics.grid  # thesis Table 1 ranges
     assert (min(full["pca__n_components"]), max(full["pca__n_components"])) == (10, 30)
     assert (min(full["gb__n_estimators"]), max(full["gb__n_estimators"])) == (200, 10000)
     with pytest.raises(ValueError, match="grid or halving"):
-        SearchSettings.from_profile({"radiomics": {"search": "random", "cv_folds": 3, "grid": {}}})
+        load_profile("ci").replaced({"radiomics.search": "random"})
 
 
 def test_feasible_grid_keeps_one_value_when_all_are_too_large():

@@ -428,3 +428,21 @@ def test_density_from_the_cohort_step_reaches_the_subgroups_and_cohort_table(tmp
     table = pd.read_csv(tmp_path / "report" / "tables" / "cohort.csv").set_index(["domain", "split"])
     all_images = images["patient_id"].map(per_patient).value_counts()
     assert table.loc[("hospital", "all"), "density_A"] == all_images.get("A", 0)
+
+
+def test_the_report_names_steps_that_recorded_another_profile(built, tmp_path):
+    """Steps record their profile in one place (`_SUCCESS.json` `profile.name`, common.artifacts.step_output)."""
+    import shutil
+
+    from common.artifacts import step_output
+    from common.profile import load_profile
+
+    root = tmp_path / "work"
+    shutil.copytree(built[0], root)
+    for folder, name in (("preprocess-film", "demo"), ("split-film", "ci")):
+        with step_output(folder.split("-")[0], root / folder, {}, load_profile(name)):
+            pass  # only the marker is rewritten; the folder's files stay
+    run_report(root, tmp_path / "report")
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "Steps recorded a different profile than this report's: preprocess-film: demo" in page
+    assert "split-film: ci" not in page

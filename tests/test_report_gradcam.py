@@ -19,6 +19,7 @@ from common import gradcam, metrics
 from common.data import Preprocessing
 from common.model import Architecture, build_end2end
 from common.preprocess import preprocess_folder
+from common.profile import load_profile
 from common.synth import synthesize_cohort
 from jobs.cli import main
 
@@ -61,7 +62,7 @@ def write_workdir(base: Path, cohort: Path, *, text: bool, tag: str | None, dead
     dicom, root = base / "dicom", base / "work"
     shutil.copytree(cohort / "dicom", dicom)
     edit_dicom(dicom / TEXT_FILE, text=text, tag=tag)
-    preprocess_folder(dicom, cohort / "cohort.csv", root / "preprocess-hospital", "ci", workers=1)
+    preprocess_folder(dicom, cohort / "cohort.csv", root / "preprocess-hospital", load_profile("ci"), workers=1)
     (root / "synth-hospital").mkdir()
     shutil.copy(cohort / "lesions.csv", root / "synth-hospital" / "lesions.csv")
     images = pd.read_csv(root / "preprocess-hospital" / "images.csv", dtype={"patient_id": str})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def _write_profile(path: Path, **changes) -> Path:
-    data = json.loads(json.dumps(load_profile("ci")))
+    data = load_profile("ci").to_dict()
     data["synth"] = {"size": {"height": 256, "width": 200}, "patients": {"film": 6, "ffdm": 6, "hospital": 6}}
     for dotted, value in changes.items():
         *parents, key = dotted.split("__")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from common.artifacts import atomic_write_csv
-from common.cohort import CohortError, load_cohort, match_patient
+from common.cohort import CohortError, match_patient, read_cohort_csv
 from jobs.cli import main
 
 COHORT_HEADER = "patient_id,age,label,pair_id,cancer_laterality\n"
@@ -27,7 +27,7 @@ def test_cohort_refuses_ids_outside_the_safe_set(tmp_path, bad_id):
     pd.DataFrame({"patient_id": ["P1", bad_id], "age": [50, 51], "label": [0, 0], "pair_id": ["", ""],
                   "cancer_laterality": ["", ""]}).to_csv(path, index=False)
     with pytest.raises(CohortError, match="patient_id outside") as error:
-        load_cohort(path)
+        read_cohort_csv(path)
     assert "line 3" in str(error.value) and "\n" not in str(error.value)
 
 
@@ -35,14 +35,14 @@ def test_cohort_accepts_the_real_id_styles(tmp_path):
     ids = ["P_00173", "D1-0001", "hospital-0001", "20586908", "a.b_c-d", "x" * 64]
     path = tmp_path / "cohort.csv"
     path.write_text(COHORT_HEADER + "".join(f"{i},50,0,,\n" for i in ids))
-    assert load_cohort(path)["patient_id"].tolist() == ids
+    assert read_cohort_csv(path)["patient_id"].tolist() == ids
 
 
 def test_unsafe_pair_id_is_refused(tmp_path):
     path = tmp_path / "cohort.csv"
     path.write_text(COHORT_HEADER + "P1,50,1,../p,L\nP2,50,0,../p,\n")
     with pytest.raises(CohortError, match="pair_id outside"):
-        load_cohort(path)
+        read_cohort_csv(path)
 
 
 def test_dicom_patient_id_never_matches_an_unsafe_candidate():

@@ -18,6 +18,7 @@ import pytest
 from common import fingerprint, shards, workfolder
 from common.artifacts import SUCCESS
 from common.preprocess import preprocess_folder
+from common.profile import load_profile
 from jobs.cli import main
 
 COHORT = "patient_id,age,label,pair_id,cancer_laterality\nC1,52,1,x,R\nC2,,0,x,\nC3,70,0,,\nC4,61,0,,\n"
@@ -62,7 +63,7 @@ def folder_contents(folder: Path) -> dict[str, bytes]:
 def test_shards_and_merge_equal_one_unsharded_run(tmp_path, dicoms, capfd):
     data, cohort = dicoms
     whole = tmp_path / "whole"
-    preprocess_folder(data, cohort, whole, "ci", workers=1)
+    preprocess_folder(data, cohort, whole, load_profile("ci"), workers=1)
     sharded = tmp_path / "sharded.shards"
     for index in range(3):
         assert main(["preprocess", "--input", str(data), "--cohort", str(cohort), "--out", str(sharded / str(index)),
@@ -118,7 +119,7 @@ def test_local_rerun_redoes_only_the_failed_shard(tmp_path, dicoms, monkeypatch)
     assert done.stat().st_mtime_ns == stamp  # shard 0 was kept, not recomputed
     assert any("shard 0/2: done earlier, kept" in line for line in lines)
     whole = tmp_path / "whole"
-    preprocess_folder(data, cohort, whole, "ci", workers=1)
+    preprocess_folder(data, cohort, whole, load_profile("ci"), workers=1)
     assert folder_contents(out) == folder_contents(whole)
 
 
@@ -130,7 +131,7 @@ def test_shards_with_an_image_table_equal_one_unsharded_run(tmp_path, dicoms, ca
                      "C1/L_CC.dcm,C1,L,CC,1\nC1/R_CC.dcm,C1,R,CC,0\nC4/L_MLO.dcm,C4,L,MLO,0\nC4/R_MLO.dcm,C4,R,MLO,1\n"
                      "missing.dcm,C4,L,CC,0\nC9/1.dcm,C9,L,CC,0\n")
     whole = tmp_path / "whole"
-    preprocess_folder(data, cohort, whole, "ci", workers=1, image_table=table)
+    preprocess_folder(data, cohort, whole, load_profile("ci"), workers=1, image_table=table)
     parts = tmp_path / "t.shards"
     for index in range(2):
         assert main(["preprocess", "--input", str(data), "--cohort", str(cohort), "--image-table", str(table),

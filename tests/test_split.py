@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.artifacts import UnusableInput
+from common.constants import SPLITS
 from common.profile import load_profile
-from common.split import SUBSETS, SplitSettings, assign_split
+from common.split import assign_split
 from jobs.cli import main
 
 PROFILE = load_profile("demo")
-FRACTIONS = dict(zip(SUBSETS, (0.7, 0.1, 0.2), strict=True))
-BINS = PROFILE["split"]["age_bins"]
+FRACTIONS = dict(zip(SPLITS, (0.7, 0.1, 0.2), strict=True))
+BINS = list(PROFILE.split.age_bins)
 
 
 def make_cohort(groups: list[tuple[str, int, int]], prefix: str = "P") -> pd.DataFrame:
@@ -50,7 +52,7 @@ def largest_group(split: pd.DataFrame) -> int:
 
 def assert_no_straddling(split: pd.DataFrame, cohort: pd.DataFrame) -> None:
     assert sorted(split["patient_id"]) == sorted(cohort["patient_id"])
-    assert split["split"].isin(SUBSETS).all()
+    assert split["split"].isin(SPLITS).all()
     assert (split.groupby(groups_of(split))["split"].nunique() == 1).all()
 
 
@@ -77,7 +79,7 @@ def assert_strata_alike(split: pd.DataFrame, cohort: pd.DataFrame, rounds: int) 
 
 
 def split_of(cohort: pd.DataFrame, seed: int = 42, previous: pd.DataFrame | None = None) -> pd.DataFrame:
-    return assign_split(cohort, SplitSettings.from_profile(PROFILE, seed=seed), previous)
+    return assign_split(cohort, dataclasses.replace(PROFILE.split, seed=seed), previous)
 
 
 @settings(max_examples=150, deadline=None)
@@ -140,7 +142,7 @@ def test_newcomer_joins_a_placed_partner_and_straddling_previous_is_refused():
 
     broken = split.copy()
     member = broken.index[broken["patient_id"] == "P0000a"][0]
-    broken.loc[member, "split"] = next(s for s in SUBSETS if s != broken.loc[member, "split"])
+    broken.loc[member, "split"] = next(s for s in SPLITS if s != broken.loc[member, "split"])
     with pytest.raises(UnusableInput, match="pair:P0000"):
         split_of(cohort, previous=broken)
 
@@ -164,7 +166,7 @@ def test_cli_writes_split_and_keeps_it_with_previous(tmp_path):
     assert split.loc[split["patient_id"] == "P0020s", "age_stratum"].item() == "unknown"
     marker = json.loads((out / "_SUCCESS.json").read_text())
     assert marker["settings"]["seed"] == 3
-    assert sum(marker["counts"][f"{s}_patients"] for s in SUBSETS) == len(cohort)
+    assert sum(marker["counts"][f"{s}_patients"] for s in SPLITS) == len(cohort)
 
     grown = pd.concat([cohort, make_cohort([("pair", 70, 1), ("single", 55, 0)], prefix="N")], ignore_index=True)
     write_cohort(path, grown)

@@ -23,7 +23,7 @@ from common.synth.population import make_patient
 from common.synth.texture import power_law_field
 from jobs import cli
 
-CI_SHAPE = tuple(load_profile("ci")["synth"]["size"][k] for k in ("height", "width"))
+CI_SHAPE = (load_profile("ci").synth.size.height, load_profile("ci").synth.size.width)
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
 

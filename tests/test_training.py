@@ -30,17 +30,16 @@ from common.data import (
     class_weights,
     featurewise_mean,
     inverse_affine,
-    load_cohort,
+    join_images_with_split,
     random_parameters,
     training_dataset,
 )
 from common.model import leaf_layers, load_model
 from common.profile import load_profile
-from common.training import StageSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CI = load_profile("ci")
-HEIGHT, WIDTH = CI["image"]["height"], CI["image"]["width"]
+HEIGHT, WIDTH = CI.image.height, CI.image.width
 
 
 def blob_image(rng: np.random.Generator, positive: bool, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -86,7 +85,7 @@ def write_cohort(root: Path, n_patients: int = 24, seed: int = 0, height: int = 
 
 def write_profile(path: Path, **training) -> Path:
     """The ci profile with some training settings replaced (e.g. more epochs)."""
-    profile = load_profile("ci")
+    profile = load_profile("ci").to_dict()
     for key, value in training.items():
         if isinstance(value, dict):
             profile["training"][key] = {**profile["training"][key], **value}
@@ -105,7 +104,7 @@ def mammo(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def test_featurewise_mean_and_class_weights_match_numpy(tmp_path):
     images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
-    cohort = load_cohort(images_dir, split_dir)
+    cohort = join_images_with_split(images_dir, split_dir)
     train = cohort.split("train")
     pixels = np.concatenate([cv2.imread(p, cv2.IMREAD_UNCHANGED).ravel().astype(float) for p in train["path"]])
     assert featurewise_mean(train["path"]) == pytest.approx(pixels.mean() * 255 / 65535, rel=1e-9)
@@ -123,7 +122,7 @@ def test_cohort_leaves_out_unusable_images(tmp_path):
     cv2.imwrite(str(images_dir / "images" / "P003_R_CC.png"), np.zeros((HEIGHT + 2, WIDTH), np.uint16))
     split = pd.read_csv(split_dir / "split.csv", dtype={"patient_id": str})
     split[split["patient_id"] != "P001"].to_csv(split_dir / "split.csv", index=False)
-    cohort = load_cohort(images_dir, split_dir)
+    cohort = join_images_with_split(images_dir, split_dir)
     assert len(cohort.frame) == 32 - 1 - 4
     assert len(cohort.problems) == 5 and any("P000_L_CC" in p for p in cohort.problems)
     sized = cohort.with_size(HEIGHT, WIDTH)
@@ -137,7 +136,7 @@ def test_cohort_leaves_out_unusable_images(tmp_path):
 def test_pipeline_tensors_are_shens_arithmetic(tmp_path):
     """Without augmentation a batch is png * 255/65535 - mean in three identical channels, with class weights."""
     images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
-    train = load_cohort(images_dir, split_dir).split("train")
+    train = join_images_with_split(images_dir, split_dir).split("train")
     prep = Preprocessing(60.5, HEIGHT, WIDTH, "test")
     weights = {0: 0.75, 1: 1.5}
     data = training_dataset(train, prep, batch_size=4, augmentation=None, weights=weights, seed=0)
@@ -218,7 +217,7 @@ def test_pretrain_then_two_stages_through_the_cli(tmp_path):
     mammo("finetune-stage1", *common, "--model", str(pre), "--config", "1", "--out", str(s1))
     mammo("finetune-stage2", *common, "--model", str(s1), "--out", str(s2), "--no-tta")
 
-    cohort = load_cohort(images_dir, split_dir)
+    cohort = join_images_with_split(images_dir, split_dir)
     train = cohort.split("train")
     prep = json.loads((pre / "preprocessing.json").read_text())
     assert prep["featurewise_mean"] == pytest.approx(featurewise_mean(train["path"]))
@@ -336,12 +335,12 @@ def test_killed_training_resumes_losing_at_most_one_epoch(tmp_path):
 
 def test_stage_settings_are_table_6_and_pretraining_may_wait_longer():
     full = load_profile("full")
-    stage1, stage2 = StageSettings.from_profile(full, "stage1_config2"), StageSettings.from_profile(full, "stage2")
+    stage1, stage2 = full.training.phase("stage1_config2"), full.training.phase("stage2")
     assert (stage1.learning_rate, stage1.weight_decay, stage1.dropout, stage1.epochs) == (2e-4, 1e-4, 0.2, 50)
     assert (stage2.learning_rate, stage2.weight_decay, stage2.dropout, stage2.epochs) == (2e-7, 1.5e-3, 0.5, 30)
     for settings in (stage1, stage2):
         assert (settings.batch_size, settings.reduce_lr_patience, settings.early_stopping_patience) == (16, 2, 3)
     demo = load_profile("demo")
-    assert StageSettings.from_profile(demo, "stage1_config1").early_stopping_patience == 3
-    pretrain = StageSettings.from_profile(demo, "pretrain")
-    assert pretrain.early_stopping_patience == demo["training"]["pretrain"]["early_stopping_patience"]
+    assert demo.training.phase("stage1_config1").early_stopping_patience == 3
+    pretrain = demo.training.phase("pretrain")
+    assert pretrain.early_stopping_patience == demo.training.pretrain.early_stopping_patience

@@ -26,7 +26,7 @@ import pandas as pd
 from common.artifacts import UnusableInput, atomic_write_csv
 from common.datasets.dicom_index import image_rejection
 
-IMAGE_COLUMNS = ["file", "patient_id", "laterality", "view", "label", "split", "age", "source_label"]
+IMAGE_TABLE_COLUMNS = ["file", "patient_id", "laterality", "view", "label", "split", "age", "source_label"]
 TABLE_COLUMNS = ["file", "patient_id", "laterality", "view", "label", "split", "source_label"]
 COHORT_COLUMNS = ["patient_id", "age", "label", "pair_id", "cancer_laterality", "split"]
 REJECTED_COLUMNS = ["kind", "item", "reason"]
@@ -44,7 +44,7 @@ class Assembly:
 def write_cohort(assembly: Assembly, out_dir: str | Path) -> dict[str, int]:
     """Write the three tables into out_dir and return the summary counts; UnusableInput if no image is left."""
     out = Path(out_dir)
-    images = assembly.images.reindex(columns=IMAGE_COLUMNS).sort_values("file", ignore_index=True)
+    images = assembly.images.reindex(columns=IMAGE_TABLE_COLUMNS).sort_values("file", ignore_index=True)
     rejected = list(assembly.rejected)
     images, merged = _one_file_per_view(images, rejected)
     rejected_frame = pd.DataFrame(rejected, columns=REJECTED_COLUMNS)

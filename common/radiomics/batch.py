@@ -21,13 +21,12 @@ import pandas as pd
 
 from common import burned_in
 from common.artifacts import atomic_write_bytes, one_line
+from common.constants import ASSUMED_SPACING_MM
 from common.progress import progress_bar
 from common.radiomics.density import dense_tissue
 from common.radiomics.features import FEATURE_NAMES, extract_features
 from common.radiomics.segmentation import overlay, segment_breast
 from common.workers import map_surviving, worker_count
-
-ASSUMED_SPACING_MM = 0.05  # CBIS-DDSM states none; same assumption as preprocess
 
 
 @dataclass(frozen=True)

@@ -32,25 +32,10 @@ from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, Stratifie
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from common.profile import RadiomicsSettings
+
 RANDOM_STATE = 42
 PARALLEL_MIN_FITS = 24
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    search: str
-    cv_folds: int
-    grid: dict[str, list[Any]]
-    halving_factor: int = 3
-
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> SearchSettings:
-        section = profile["radiomics"]
-        search = str(section.get("search", "grid"))
-        if search not in {"grid", "halving"}:
-            raise ValueError(f"radiomics.search must be grid or halving, not {search!r}")
-        grid = {str(k): list(v) for k, v in section["grid"].items()}
-        return cls(search, int(section["cv_folds"]), grid, int(section.get("halving_factor", 3)))
 
 
 @dataclass
@@ -115,7 +100,7 @@ def first_round_size(grid: dict[str, list[Any]], cv: StratifiedGroupKFold, n_sam
 
 
 def search(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: SearchSettings, n_jobs: int = 1
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, settings: RadiomicsSettings, n_jobs: int = 1
 ) -> SearchResult:
     """Tune on (x, y) - the training split - and refit the best pipeline on all of it."""
     y = np.asarray(y).astype(int)

@@ -19,6 +19,7 @@ import yaml
 
 from common import metrics
 from common.artifacts import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from common.profile import Profile
 from common.report import domain, figures, overlays, provenance, publication, render, tables
 from common.report.figures import Figure, split_curve
 from common.report.render import Code, Note, Paragraph, Section, Table
@@ -38,7 +39,7 @@ PUBLICATION_PLACES = (
 )
 
 
-def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name: str, profile: dict,
+def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name: str, profile: Profile,
                  command: str | None = None, show_burned_in: bool = False) -> dict[str, Any]:  # fmt: skip
     """Write report.html, report.md, tables/, figures/ (PNG and SVG) and summary.json into `out_dir`; return the
     summary. `command` is the exact command that made this report (default: the equivalent `mammo report`).
@@ -47,7 +48,7 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
     """
     workdir = WorkDir.open(workdir_path)
     out = Path(out_dir)
-    n_boot, seed = int(profile["metrics"]["bootstrap"]), int(profile["metrics"]["seed"])
+    n_boot, seed = profile.metrics.bootstrap, profile.metrics.seed
     found = tables.model_metrics(workdir)
     thesis = {table.name: tables.thesis_table(table, found, workdir) for table in TABLES}
     changes = tables.relative_changes(found)
@@ -90,15 +91,15 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
     return summary
 
 
-def _context(workdir: WorkDir, profile_name: str, profile: dict) -> dict[str, Any]:
-    width = float(profile.get("model", {}).get("backbone_width", 1.0))
+def _context(workdir: WorkDir, profile_name: str, profile: Profile) -> dict[str, Any]:
+    settings = profile.to_dict()
+    width = profile.model.backbone_width
     return {
         "profile": profile_name,
-        "profile_settings": profile,
         "data_source": workdir.data_source(),
         "backbone_width": width,
-        "image_size": profile.get("image"),
-        "bootstrap": profile["metrics"],
+        "image_size": settings["image"],
+        "bootstrap": settings["metrics"],
         "workdir": str(workdir.root),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "code": provenance.code_version(),
@@ -217,7 +218,7 @@ def _gradcam(workdir: WorkDir, found: dict, scores: dict, show_burned_in: bool) 
 def _sections(context, thesis, changes, tests, patient, made, skipped, parts, workdir, profile) -> list[Section]:
     about = Section("About this report")
     about.blocks.append(Paragraph(
-        f"Profile: {context['profile']} ({profile.get('description', '')}). Input size "
+        f"Profile: {context['profile']} ({profile.description}). Input size "
         f"{context['image_size']['height']}x{context['image_size']['width']}. Data source: {context['data_source']}."))
     if context["data_source"] == "synthetic":
         about.blocks.append(Note("The data are SYNTHETIC (mammo synth domains film, ffdm and hospital): the "
@@ -300,7 +301,7 @@ def _sections(context, thesis, changes, tests, patient, made, skipped, parts, wo
         reproduce.blocks.append(Paragraph("Real data: the inputs each step read (DICOM folders, cohorts, checkpoint) "
                                           "are listed in the table at the end of this section."))
     reproduce.blocks.append(Paragraph(f"Profile {context['profile']} as used (every setting a step reads):"))
-    reproduce.blocks.append(Code(yaml.safe_dump(profile, sort_keys=False).rstrip()))
+    reproduce.blocks.append(Code(yaml.safe_dump(profile.to_dict(), sort_keys=False).rstrip()))
     recorded = _recorded_profiles(workdir)
     differing = {part: name for part, name in recorded.items() if name != context["profile"]}
     if differing:
@@ -354,16 +355,13 @@ def _place_publication(sections: list[Section], extra: publication.Publication) 
 
 
 def _recorded_profiles(workdir: WorkDir) -> dict[str, str]:
-    """The profile each step wrote into its _SUCCESS.json, where it recorded one."""
+    """The profile each step wrote into its _SUCCESS.json (common.artifacts.step_output), where it ran with one."""
     recorded = {}
     for part, status in workdir.parts():
         marker = workdir.marker(part) if status == "ok" else None
-        if not marker:
-            continue
-        for holder in (marker, marker.get("settings") or {}, marker.get("inputs") or {}):
-            if isinstance(holder, dict) and isinstance(holder.get("profile"), str):
-                recorded[part] = holder["profile"]
-                break
+        profile = (marker or {}).get("profile")
+        if isinstance(profile, dict) and isinstance(profile.get("name"), str):
+            recorded[part] = profile["name"]
     return recorded
 
 

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from common import calibration, cohort_summary, domain_shift, levels, operating_points, subgroups
+from common.constants import TARGET
 from common.report import domain, pubfigures, render
 from common.report.figures import Figure
 from common.report.render import Note, Paragraph, Section, Table
 from common.report.tables import ROW, ROWS, TABLE9
 from common.report.workdir import DOMAINS, WorkDir
 
-TARGET = "hospital"
 # Each baseline model and the domain it was trained on last (its in-domain reference, thesis Section 6.1).
 BASELINE_MODELS = {"ab": "ffdm", "a": "film"}
 NO_DENSITY = "no density in this cohort"

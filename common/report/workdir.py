@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from common.artifacts import SUCCESS, UnusableInput
+from common.constants import DOMAINS
 
 REQUIRED_PART = "infer-ab-hospital"
-DOMAINS = ("film", "ffdm", "hospital")
 METRIC_FIELDS = (
     "level", "split", "n", "n_pos", "auc", "auc_ci95", "threshold", "threshold_source",
     "sensitivity", "specificity", "accuracy",

@@ -10,8 +10,10 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from hera.workflows import models as m
 from pydantic import BaseModel, RootModel
 
+from common import steps
+
 KINDS = {"Workflow": m.Workflow, "WorkflowTemplate": m.WorkflowTemplate, "CronWorkflow": m.CronWorkflow}
-GPU_STEPS = {"pretrain", "baseline-infer", "finetune-stage1", "finetune-stage2", "retrain"}
+GPU_STEPS = set(steps.gpu_steps())
 PARAM_REF = re.compile(r"workflow\.parameters\.([A-Za-z0-9_-]+)|workflow\.parameters\['([^']+)'\]")
 FROM_REF = re.compile(r"^\{\{tasks\.([A-Za-z0-9-]+)\.outputs\.artifacts\.([A-Za-z0-9_-]+)\}\}$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

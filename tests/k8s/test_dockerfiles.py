@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from common import steps
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_variable(name: str) -> list[str]:
-    match = re.search(rf"^{name}\s*:?=\s*(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert match, f"Makefile has no {name}"
-    return match[1].split()
+    """The variable as make evaluates it (IMAGE_STEPS and GPU_STEPS come from the step registry)."""
+    result = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)",
+                             f"print-{name}"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return result.stdout.split()
 
 
 def stages(dockerfile: str) -> dict[str, dict]:
@@ -46,12 +50,18 @@ def effective(stage_map: dict[str, dict], name: str, key: str):
     return stage[key]
 
 
-@pytest.mark.parametrize("dockerfile,variable", [("Dockerfile.cpu", "IMAGE_STEPS"), ("Dockerfile.gpu", "GPU_STEPS")])
-def test_every_step_has_a_non_root_target_with_its_entrypoint(dockerfile, variable):
+def test_the_makefile_builds_the_registry_images():
+    assert make_variable("IMAGE_STEPS") == steps.image_steps()
+    assert make_variable("GPU_STEPS") == steps.gpu_image_steps()
+
+
+@pytest.mark.parametrize("dockerfile,listed", [("Dockerfile.cpu", steps.image_steps),
+                                               ("Dockerfile.gpu", steps.gpu_image_steps)])
+def test_every_step_has_a_non_root_target_with_its_entrypoint(dockerfile, listed):
     stage_map = stages(dockerfile)
-    steps = make_variable(variable)
-    assert steps
-    for step in steps:
+    names = listed()
+    assert names
+    for step in names:
         assert step in stage_map, f"{dockerfile} has no target {step}"
         assert json.loads(effective(stage_map, step, "entrypoint")) == ["mammo", step]
         user = effective(stage_map, step, "user")
@@ -93,9 +103,8 @@ def test_every_image_the_argo_yaml_runs_has_a_target():
                 assert step in gpu, f"{image}: Dockerfile.gpu has no target {step}"
                 seen["gpu"].add(step)
     # The retraining DAG runs the model steps' own GPU images; its CPU steps run in the (CPU) retrain image.
-    assert seen["gpu"] == {"pretrain", "baseline-infer", "finetune-stage1", "finetune-stage2"}
-    assert "retrain" in seen["cpu"]
-    assert {"synth", "preprocess", "split", "radiomics", "report"} <= seen["cpu"]
+    assert seen["gpu"] == set(steps.gpu_steps())
+    assert seen["cpu"] == {s.image for s in steps.task_steps() if s.image}
 
 
 def test_dockerignore_keeps_the_context_to_the_sources():

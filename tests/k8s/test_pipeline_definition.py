@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.pipeline import STEP_RESOURCES, Out, tasks
+from common import steps
+from common.pipeline import Out, tasks
 from common.profile import load_profile
 from common.retrain_dag import retrain_tasks
 from jobs.cli import build_parser
@@ -110,20 +111,19 @@ def test_finetune_configurations_select_tasks():
 def test_profile_values_and_s3_workdirs():
     plan = {t.name: t for t in tasks("synthetic", "ci")}
     argv = plan["synth-film"].argv("s3://bucket/run/")
-    assert argv[argv.index("--patients") + 1] == str(load_profile("ci")["synth"]["patients"]["film"])
+    assert argv[argv.index("--patients") + 1] == str(load_profile("ci").synth.patients["film"])
     assert argv[argv.index("--out") + 1] == "s3://bucket/run/synth-film"
     preprocess = plan["preprocess-film"].argv("s3://bucket/run")
     assert preprocess[preprocess.index("--input") + 1] == "s3://bucket/run/synth-film/dicom"
 
 
 def test_gpu_steps_are_the_model_steps():
-    assert {step for step, res in STEP_RESOURCES.items() if res.gpu} == {
-        "pretrain", "baseline-infer", "finetune-stage1", "finetune-stage2"}
+    assert set(steps.gpu_steps()) == {"pretrain", "baseline-infer", "finetune-stage1", "finetune-stage2"}
     from_datasets = {"hospital_dataset": "vindr-mammo", "hospital_metadata_0": "m.csv", "hospital_dicom": "d",
                      "checkpoint": "c.h5"}
     used = {t.step for t in tasks("synthetic", "ci")} | {t.step for t in tasks("real", "ci", from_datasets)} \
         | {t.step for t in retrain_tasks("ci")}
-    assert set(STEP_RESOURCES) == used
+    assert {s.name for s in steps.task_steps()} == used
 
 
 def test_source_domains_from_public_datasets_become_cohort_tasks():

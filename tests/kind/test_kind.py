@@ -120,7 +120,7 @@ def succeeded(context: str, name: str) -> dict:
 
 
 def pipeline_runs(context: str, retrain: dict[str, str] | None = None) -> dict[str, Submission]:
-    return {s.label: s for s in submissions((REGISTRY, TAG), load_profile("ci")["synth"]["patients"], context,
+    return {s.label: s for s in submissions((REGISTRY, TAG), load_profile("ci").synth.patients, context,
                                             retrain)}
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from common.steps import Step  # noqa: E402
 from jobs import cli  # noqa: E402
 
-cli.STEPS["fake"] = ("fake_step", "test step")
+cli.STEPS["fake"] = Step("fake", "fake_step", "test step")
 sys.exit(cli.main(sys.argv[1:]))
