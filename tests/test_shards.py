@@ -141,3 +141,18 @@ def test_shards_with_an_image_table_equal_one_unsharded_run(tmp_path, dicoms, ca
     assert "C1_R_CC,C1,R,CC,0" in (merged / "images.csv").read_text()  # the table's label, not the cohort's
     rejected = (merged / "rejected.csv").read_text()
     assert rejected.count("missing.dcm") == 1 and rejected.count("C9/1.dcm") == 1
+
+
+def test_the_plan_pod_reports_as_shard_plan_not_as_the_step_it_plans(tmp_path, monkeypatch, capfd):
+    """`--step` must not overwrite the CLI's own step name: it names the Pushgateway job and the log lines."""
+    from common import telemetry
+
+    pushed = []
+    monkeypatch.setattr(telemetry, "_push", lambda job, grouping, *rest: pushed.append(job))
+    (tmp_path / "cohort.csv").write_text(COHORT)
+    plan = tmp_path / "plan.json"
+    assert main(["shard-plan", "--step", "preprocess", "--rows", str(tmp_path / "cohort.csv"), "--shards", "4",
+                 "--plan", str(plan)]) == 0
+    assert json.loads(plan.read_text()) == [{"index": 0, "count": 1}]
+    assert pushed == ["mammo_shard_plan"]
+    assert capfd.readouterr().err.splitlines()[-1].startswith("mammo shard-plan: ")
