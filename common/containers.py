@@ -3,8 +3,12 @@
 This is the closest a machine without a cluster comes to the kind test: it reads the Workflow object that
 common.argo_render renders from common/pipeline.py (the one `argo submit` gets, not a copy of its task
 list) and does for each DAG task what Argo's controller and executor would:
-- evaluates `when` and `depends`, and the `{{workflow.parameters...}}`, `{{workflow.name}}` and
-  `{{=... ? ... : ...}}` tags of the template;
+- evaluates `when` and `depends`, and the `{{workflow.parameters...}}`, `{{workflow.name}}`,
+  `{{inputs.parameters...}}`, `{{tasks.X.outputs.parameters...}}` and `{{=... ? ... : ...}}` tags;
+- fans a task with `withParam` out over the JSON list its producing task wrote as an output parameter
+  (`valueFrom.path`): one container per item, `{{item}}` / `{{item.field}}` substituted into the task's
+  arguments; the task's status for `depends` is the aggregate (Succeeded when every item did, Failed when
+  any did, after all of them ran as Argo's parallel children would; Skipped when the list is empty);
 - downloads the task's input artifacts from the artifact repository (an S3 bucket) into fresh emptyDir
   folders mounted where the template mounts them, and runs the template's image with its command,
   arguments and environment, as the pod's user and group, with a read-only root file system (only the
@@ -12,9 +16,9 @@ list) and does for each DAG task what Argo's controller and executor would:
 - uploads the output artifact to its key (`<workflow name>/<task>/`) once the task succeeded;
 - runs the exit handler with the workflow's status and duration.
 Tasks pass nothing to each other except through S3, exactly as in the cluster. What it does not do:
-schedule by resource requests (tasks run one after the other), retry pod errors, or emit the controller's
-own task metrics. A template using an Argo feature outside that subset fails with its name, rather than
-running differently from Argo.
+schedule by resource requests (tasks, and the items of a fan-out, run one after the other), retry pod
+errors, or emit the controller's own task metrics. A template using an Argo feature outside that subset
+fails with its name, rather than running differently from Argo.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ Echo = Callable[[str], None]
 TAG = re.compile(r"\{\{(.*?)\}\}")
 TERNARY = re.compile(r"^=\s*workflow\.parameters\.([\w-]+)\s*==\s*'([^']*)'\s*\?\s*'([^']*)'\s*:\s*'([^']*)'\s*$")
 COMPARISON = re.compile(r"^\s*(\S+)\s*(==|!=)\s*(\S+)\s*$")
-UNSUPPORTED_TASK_FIELDS = ("withParam", "withItems", "withSequence", "continueOn", "hooks", "onExit")
+WITH_PARAM = re.compile(r"^\{\{tasks\.([a-z0-9-]+)\.outputs\.parameters\.([\w-]+)\}\}$")
+UNSUPPORTED_TASK_FIELDS = ("withItems", "withSequence", "continueOn", "hooks", "onExit")
+SUPPORTED_VALUE_FROM = {"path", "default"}
+HOST_VALUE_FROM = {"configMapKeyRef", "secretKeyRef"}  # taken from this process's environment instead
 SUPPORTED_TEMPLATE_KINDS = ("container", "dag")
 
 
@@ -60,11 +67,14 @@ class Run:
     status: dict[str, str] = field(default_factory=dict)  # task -> Succeeded | Skipped | Failed
     seconds: dict[str, float] = field(default_factory=dict)
     output_keys: dict[str, str] = field(default_factory=dict)  # task -> S3 key of its output folder
+    output_parameters: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> name -> value
     started: float = field(default_factory=time.time)
 
     def substitute(self, text: str, extra: Mapping[str, str] | None = None) -> str:
         """Replace every template tag; an unknown tag is an error, never left in a command line."""
         values = {"workflow.name": self.name, **{f"workflow.parameters.{k}": v for k, v in self.parameters.items()},
+                  **{f"tasks.{task}.outputs.parameters.{k}": v
+                     for task, outputs in self.output_parameters.items() for k, v in outputs.items()},
                   **(extra or {})}
 
         def replace(match: re.Match) -> str:
@@ -105,6 +115,27 @@ def condition_holds(expression: str) -> bool:
     return (left == right) == (operator == "==")
 
 
+def item_tags(item: Any) -> dict[str, str]:
+    """`{{item}}` and, for an object, `{{item.<field>}}` as Argo renders them: strings as they are, other values
+    (numbers, booleans, objects) as JSON."""
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+    fields = {f"item.{k}": text(v) for k, v in item.items()} if isinstance(item, dict) else {}
+    return {"item": text(item), **fields}
+
+
+def fan_out_items(task_name: str, value: str) -> list[Any]:
+    """The list a `withParam` expands to; anything but a JSON list fails the task, as it does in Argo."""
+    try:
+        items = json.loads(value)
+    except ValueError:
+        items = None
+    if not isinstance(items, list):
+        raise WorkflowFailed(f"task {task_name}: withParam value could not be parsed as a JSON list: {value[:200]!r}")
+    return items
+
+
 def depends_on(task: Mapping[str, Any]) -> list[str]:
     """Task names of a `depends` made only of `&&` (a skipped dependency counts as done, as in Argo)."""
     text = task.get("depends") or ""
@@ -142,10 +173,20 @@ class Executor:
                 used = [key for key in UNSUPPORTED_TASK_FIELDS if key in task]
                 if used:
                     raise UnsupportedWorkflow(f"task {task['name']}: {', '.join(used)}")
+                source = WITH_PARAM.match(task.get("withParam", ""))
+                if "withParam" in task and not (source and source[1] in depends_on(task)):
+                    raise UnsupportedWorkflow(f"task {task['name']}: withParam {task['withParam']!r}: only an output "
+                                              "parameter of a task it depends on is run here")
                 depends_on(task)
+            for parameter in template.get("outputs", {}).get("parameters", []):
+                source = parameter.get("valueFrom", {})
+                if "path" not in source or set(source) - SUPPORTED_VALUE_FROM:
+                    raise UnsupportedWorkflow(f"template {template['name']}: output parameter {parameter['name']}: "
+                                              "only valueFrom.path is run here")
             for variable in template.get("container", {}).get("env", []):
-                if "value" not in variable:
-                    raise UnsupportedWorkflow(f"env {variable['name']}: only literal values are run here")
+                if "value" not in variable and set(variable.get("valueFrom", {"-": 0})) - HOST_VALUE_FROM:
+                    raise UnsupportedWorkflow(f"env {variable['name']}: only literal values and ConfigMap/Secret "
+                                              "keys (this machine's own variable of that name) are run here")
 
     def run(self, parameters: Mapping[str, str], name: str | None = None) -> Run:
         self.check()
@@ -153,7 +194,7 @@ class Executor:
         self.echo(f"workflow {run.name}: {self.engine.name} containers, artifacts in s3://{self.bucket}/{run.name}/")
         status = "Succeeded"
         try:
-            self._template(run, self.spec["entrypoint"], self.spec["entrypoint"], {})
+            self._template(run, self.spec["entrypoint"], self.spec["entrypoint"], {}, {})
         except WorkflowFailed:
             status = "Failed"
             raise
@@ -164,12 +205,13 @@ class Executor:
                                 {"workflow.status": status, "workflow.duration": duration})
         return run
 
-    def _template(self, run: Run, task_name: str, name: str, arguments: Mapping[str, str]) -> None:
+    def _template(self, run: Run, task_name: str, name: str, artifacts: Mapping[str, str],
+                  parameters: Mapping[str, str]) -> None:
         template = self.templates[name]
         if "dag" in template:
             self._dag(run, template)
         else:
-            self._container(run, task_name, template, arguments, {})
+            self._container(run, task_name, template, artifacts, input_tags(template, parameters, task_name))
 
     def _dag(self, run: Run, template: Mapping[str, Any]) -> None:
         for task in template["dag"]["tasks"]:
@@ -179,16 +221,42 @@ class Executor:
             if task.get("when") and not condition_holds(run.substitute(task["when"])):
                 run.status[task["name"]] = "Skipped"
                 continue
-            arguments = {}
+            artifacts = {}
             for artifact in task.get("arguments", {}).get("artifacts", []):
                 source = re.fullmatch(r"\{\{tasks\.([a-z0-9-]+)\.outputs\.artifacts\.out\}\}", artifact.get("from", ""))
                 if not source:
                     raise UnsupportedWorkflow(f"task {task['name']}: artifact argument {artifact}")
                 if run.status.get(source[1]) != "Succeeded":
                     raise UnsupportedWorkflow(f"task {task['name']} takes the output of {source[1]}, which did not run")
-                arguments[artifact["name"]] = run.output_keys[source[1]]
-            self._template(run, task["name"], task["template"], arguments)
+                artifacts[artifact["name"]] = run.output_keys[source[1]]
+            if "withParam" in task:
+                self._fan_out(run, task, artifacts)
+                continue
+            self._template(run, task["name"], task["template"], artifacts, self._arguments(run, task, {}))
             run.status[task["name"]] = "Succeeded"
+
+    def _arguments(self, run: Run, task: Mapping[str, Any], item: Mapping[str, str]) -> dict[str, str]:
+        return {p["name"]: run.substitute(str(p.get("value", "")), item)
+                for p in task.get("arguments", {}).get("parameters", [])}
+
+    def _fan_out(self, run: Run, task: Mapping[str, Any], artifacts: Mapping[str, str]) -> None:
+        """One container per item of the list; all items run (Argo starts them together), then the aggregate."""
+        items = fan_out_items(task["name"], run.substitute(task["withParam"]))
+        if not items:
+            self.echo(f"{task['name']}: withParam is an empty list; skipped, as Argo skips it")
+            run.status[task["name"]] = "Skipped"
+            return
+        failures = []
+        for position, item in enumerate(items):
+            node = f"{task['name']}-{position}"
+            try:
+                self._template(run, node, task["template"], artifacts, self._arguments(run, task, item_tags(item)))
+            except WorkflowFailed as error:
+                failures.append(str(error))
+        run.status[task["name"]] = "Failed" if failures else "Succeeded"
+        if failures:
+            raise WorkflowFailed(f"task {task['name']}: {len(failures)} of {len(items)} item(s) failed; "
+                                 f"first: {failures[0]}")
 
     def _container(self, run: Run, task_name: str, template: Mapping[str, Any], arguments: Mapping[str, str],
                    extra: Mapping[str, str]) -> None:
@@ -199,13 +267,17 @@ class Executor:
         for artifact in template.get("inputs", {}).get("artifacts", []):
             key = arguments.get(artifact["name"])
             if key is None and "s3" in artifact:
-                key = run.substitute(artifact["s3"]["key"])
+                key = run.substitute(artifact["s3"]["key"], extra)
             if key is None:
                 raise UnsupportedWorkflow(f"{task_name}: input artifact {artifact['name']} has no source")
             uri = S3Uri(self.bucket, key)
+            target = host_path(mounts, run.substitute(artifact["path"], extra))
+            if not key.endswith("/"):  # one object, placed at the artifact's path as Argo does
+                self.storage.download_file(uri, target)
+                continue
             if artifact.get("optional") and not self.storage.list_keys(uri):
                 continue
-            self.storage.download_dir(uri, host_path(mounts, artifact["path"]))
+            self.storage.download_dir(uri, target)
         for path in volumes.values():
             give_to(path, self._user())
         argv = self.command(run, template, mounts, extra, container_name=f"{run.name}-{task_name}")
@@ -223,9 +295,13 @@ class Executor:
             raise WorkflowFailed(f"task {task_name} failed with exit code {code} after {run.seconds[task_name]}s; "
                                  f"its folders are in {folder}")
         for artifact in template.get("outputs", {}).get("artifacts", []):
-            key = run.substitute(artifact["s3"]["key"])
-            self.storage.publish_dir(host_path(mounts, artifact["path"]), S3Uri(self.bucket, key))
+            key = run.substitute(artifact["s3"]["key"], extra)
+            local = host_path(mounts, run.substitute(artifact["path"], extra))
+            self.storage.publish_dir(local, S3Uri(self.bucket, key))
             run.output_keys[task_name] = key
+        for parameter in template.get("outputs", {}).get("parameters", []):
+            run.output_parameters.setdefault(task_name, {})[parameter["name"]] = output_parameter(
+                task_name, parameter, mounts)
         run.status[task_name] = "Succeeded"
         self.echo(f"{task_name}: finished in {run.seconds[task_name]:.1f}s")
         shutil.rmtree(folder, ignore_errors=True)
@@ -272,6 +348,28 @@ class Executor:
             flags += ["--entrypoint", json.dumps(container["command"])]
         args = [run.substitute(a, extra) for a in container.get("args", [])]
         return self.engine.run_command(*flags, run.substitute(container["image"]), *args)
+
+
+def input_tags(template: Mapping[str, Any], given: Mapping[str, str], task_name: str) -> dict[str, str]:
+    """`{{inputs.parameters.<name>}}` of a template: the task's argument, else the template's default."""
+    tags = {}
+    for parameter in template.get("inputs", {}).get("parameters", []):
+        value = given.get(parameter["name"], parameter.get("value"))
+        if value is None:
+            raise UnsupportedWorkflow(f"{task_name}: input parameter {parameter['name']} has no value")
+        tags[f"inputs.parameters.{parameter['name']}"] = str(value)
+    return tags
+
+
+def output_parameter(task_name: str, parameter: Mapping[str, Any], mounts: Mapping[str, Path]) -> str:
+    """An output parameter's `valueFrom.path` file as text (its `default` where the file is missing)."""
+    source = parameter["valueFrom"]
+    path = host_path(mounts, source["path"])
+    if path.is_file():
+        return path.read_text().rstrip("\n")
+    if "default" in source:
+        return str(source["default"])
+    raise WorkflowFailed(f"task {task_name}: output parameter {parameter['name']}: {source['path']} was not written")
 
 
 def host_path(mounts: Mapping[str, Path], container_path: str) -> Path:

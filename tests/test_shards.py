@@ -242,3 +242,18 @@ def test_stopping_the_runner_stops_every_shard_and_a_rerun_redoes_only_the_unfin
         assert f"shard {i}/2: done earlier, kept" in again.stdout
     assert len((out / "images.csv").read_text().splitlines()) == 1 + 300
     assert json.loads((out / SUCCESS).read_text())["merged_shards"] == 2
+
+
+def test_the_plan_pod_reports_as_shard_plan_not_as_the_step_it_plans(tmp_path, monkeypatch, capfd):
+    """`--step` must not overwrite the CLI's own step name: it names the Pushgateway job and the log lines."""
+    from common import telemetry
+
+    pushed = []
+    monkeypatch.setattr(telemetry, "_push", lambda job, grouping, *rest: pushed.append(job))
+    (tmp_path / "cohort.csv").write_text(COHORT)
+    plan = tmp_path / "plan.json"
+    assert main(["shard-plan", "--step", "preprocess", "--rows", str(tmp_path / "cohort.csv"), "--shards", "4",
+                 "--plan", str(plan)]) == 0
+    assert json.loads(plan.read_text()) == [{"index": 0, "count": 1}]
+    assert pushed == ["mammo_shard_plan"]
+    assert capfd.readouterr().err.splitlines()[-1].startswith("mammo shard-plan: ")

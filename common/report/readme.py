@@ -179,11 +179,62 @@ def onednn_note(results: Path) -> str:
             f"{_yes(s['same_setting_identical'])}.")
 
 
+def _layer_mb(image: dict[str, Any], marker: str) -> float:
+    return sum(layer["bytes"] for layer in image["layers"] if marker in layer["created_by"]) / 1e6
+
+
+def container_images(results: Path) -> str:
+    """Image sizes, layer costs and build times, and the `make image-test` times, from container_images.json."""
+    data = _load(results, "container_images")
+    if not data:
+        return "Not measured: run `make image-test` (see benchmarks/results/container_images.json's `how`)."
+    cpu, base, gpu, test = data["cpu"], data["base"], data["gpu"], data["image_test"]
+    light, model = cpu["images"]["synth"], cpu["images"]["pretrain"]
+    seconds = {step: cpu["build_seconds"][info["image"]] for step, info in cpu["images"].items()}
+    model_steps = [s for s, i in cpu["images"].items() if _layer_mb(i, "model.txt")]
+    light_steps = [s for s in cpu["images"] if s not in model_steps]
+
+    def later(steps: list[str]) -> str:
+        rest = [seconds[s] for s in steps[1:]]
+        return f"{seconds[steps[0]]:.0f} s (first), then {min(rest):.0f}-{max(rest):.0f} s each"
+
+    rows = [
+        "| image | size | of which | build (empty store) |", "|---|---|---|---|",
+        f"| base (debootstrap) | {base['bytes'] / 1e6:.0f} MB | {base['made_by']} | {base['build_seconds']:.0f} s |",
+        f"| {', '.join(light_steps)} | {light['bytes'] / 1e6:.0f} MB | base {base['bytes'] / 1e6:.0f} + venv "
+        f"{_layer_mb(light, 'python -m venv'):.0f} + deps {_layer_mb(light, 'base.txt'):.0f} + package "
+        f"{_layer_mb(light, '--no-deps') + _layer_mb(light, 'COPY dir'):.1f} | {later(light_steps)} |",
+        f"| {', '.join(model_steps)} | {model['bytes'] / 1e6:.0f} MB | the {light['bytes'] / 1e6:.0f} MB above + "
+        f"TensorFlow CPU {_layer_mb(model, 'model.txt'):.0f} | {later(model_steps)} |",
+        f"| the {len(cpu['images'])} CPU images together | {cpu['set_bytes'] / 1e6:.0f} MB distinct layers | "
+        f"{cpu['set_over_largest']:.3f} x the largest image | {cpu['total_build_seconds']:.0f} s |",
+        f"| pretrain GPU (`tensorflow[and-cuda]`, measured {gpu['measured_on']}) | {gpu['bytes'] / 1e6:.0f} MB | "
+        f"the same deps + TensorFlow with CUDA wheels {gpu['tensorflow_bytes'] / 1e6:.0f} | "
+        f"{gpu['build_seconds']:.0f} s |",
+    ]
+    first, last = test["load_average"]
+    text = [
+        f"Measured {data['measured_on']} ({data['machine']}, shared: 1-min load average "
+        f"{cpu['load_average_at_end'][0]:.1f} at the end of the builds, {first:.1f} at the start and {last:.1f} "
+        "at the end of `make image-test`, so wall times are inflated):",
+        "", *rows, "",
+        f"`make image-test` from an empty image store (podman installed, `.venv` present, as after `make test`): "
+        f"{test['seconds'] / 60:.1f} min, of which base and image builds {test['build_seconds'] / 60:.1f} min and "
+        f"the ci pipeline {test['in_process_seconds']:.0f} s in-process against {test['containers_seconds']:.0f} s "
+        f"as {test['containers']} containers, one after the other (ratio "
+        f"{test['containers_seconds'] / test['in_process_seconds']:.2f}; the in-process run uses both cores for its "
+        "shards, the two runs are timed one after the other under the others' changing load), with identical model "
+        "figures.",
+    ]
+    return "\n".join(text)
+
+
 def _blocks(summary: dict | None, seeds: dict | None, results: Path) -> dict[str, Callable[[], str]]:
     blocks: dict[str, Callable[[], str]] = {"performance-table": lambda: performance_table(results),
                                             "demo-cost": lambda: demo_cost(results),
                                             "onednn": lambda: onednn_note(results),
-                                            "growth": lambda: growth_section(results)}
+                                            "growth": lambda: growth_section(results),
+                                            "container-images": lambda: container_images(results)}
     if summary is not None:
         blocks["demo-table"] = lambda: demo_table(summary)
         blocks["demo-findings"] = lambda: findings_list(summary)

@@ -10,6 +10,7 @@ container can run.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common import __version__, argo_render, images
+from common import __version__, argo_render, images, shards
 from common.containers import Executor, Run, give_to, pipeline_parameters, workflow_parameters
 from common.engine import EngineUnavailable, detect, find_binary
 
@@ -111,6 +112,17 @@ def test_only_the_model_images_carry_tensorflow(built, workflow, tmp_path):
                      "pretrain-a": "True", "report": "True"}
 
 
+def test_images_hold_the_pinned_versions_of_the_sheet_readers(built, workflow, tmp_path):
+    """xlrd and openpyxl (the datasets' .xls/.xlsx sheets) at constraints.txt's versions, in the lightest image."""
+    engine, _ = built
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    check = ["python", "-c", "from importlib.metadata import version; import xlrd, openpyxl; "
+             "print(version('xlrd'), version('openpyxl'))"]
+    argv = probe_command(engine, workflow, "synth-film", tmp_path, check)
+    found = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    assert found == [pins["xlrd"], pins["openpyxl"]]
+
+
 def test_cpu_only_images_share_the_dependency_layer(built):
     _, result = built
     layer_sets = {step: {layer["id"] for layer in info["layers"]} for step, info in result["images"].items()}
@@ -135,6 +147,48 @@ def model_figures(summary: dict) -> dict:
     return {row: {k: entry.get(k) for k in MODEL_FIELDS} for row, entry in summary["models"].items()}
 
 
+def expected_nodes(spec: dict, client, bucket: str, workflow_name: str) -> list[dict]:
+    """Every container the synthetic DAG of the committed YAML runs: its step, Pushgateway task label, the S3
+    folders it reads or writes by key (each with `_SUCCESS.json`) and the single objects it reads.
+
+    A shard template stands for one container per shard: `shards.plan` over the rows of the table its plan
+    pod read (an object in the bucket), with the Workflow's default `shards` parameter.
+    """
+    templates = {t["name"]: t for t in spec["templates"]}
+    requested = int(next(p["value"] for p in spec["arguments"]["parameters"] if p["name"] == "shards"))
+
+    def key(text: str) -> str:
+        return text.replace("{{workflow.name}}", workflow_name)
+
+    def step_of(folder_key: str) -> str:  # the step whose output a folder key is: <workflow>/<task>[.shards/i]/
+        return templates[folder_key.split("/")[1].removesuffix(shards.SHARDS_SUFFIX)]["container"]["args"][0]
+
+    nodes = []
+    for task in templates["synthetic"]["dag"]["tasks"]:
+        template = templates[task["template"]]
+        step = template["container"]["args"][0]
+        label = next(e["value"] for e in template["container"]["env"] if e["name"] == "MAMMO_TASK")
+        outputs = [a["s3"]["key"] for a in template.get("outputs", {}).get("artifacts", [])]
+        inputs = [a["s3"]["key"] for a in template.get("inputs", {}).get("artifacts", []) if "s3" in a]
+        if "withParam" not in task:
+            nodes.append({"task": label, "step": step, "shard": None, "outputs": [key(k) for k in outputs],
+                          "reads": [key(k) for k in inputs if k.endswith("/") and shards.SHARDS_SUFFIX not in k],
+                          "files": [key(k) for k in inputs if not k.endswith("/")]})
+            continue
+        plan = templates[task["withParam"].split(".")[1]]
+        sharded = plan["container"]["args"][plan["container"]["args"].index("--step") + 1]
+        rows_key = key(plan["inputs"]["artifacts"][0]["s3"]["key"])
+        rows = shards.rows_in(io.BytesIO(client.get_object(Bucket=bucket, Key=rows_key)["Body"].read()))
+        for shard in shards.plan(rows, requested, shards.SHARDED_STEPS[sharded].min_per_shard):
+            index = str(shard["index"])
+            nodes.append({"task": label.replace("{{inputs.parameters.index}}", index), "step": step, "shard": shard,
+                          "outputs": [key(k).replace("{{inputs.parameters.index}}", index) for k in outputs],
+                          "reads": [key(k) for k in inputs], "files": []})
+    for node in nodes:
+        node["reads"] = {folder: step_of(folder) for folder in node["reads"]}
+    return nodes
+
+
 def test_containerised_ci_pipeline_equals_the_in_process_run(built, workflow, in_process_ci, s3_server, bucket,
                                                              pushgateway, pipeline_id, tmp_path):
     env = {**os.environ, **s3_server.env, "PUSHGATEWAY_URL": pushgateway.url, "PIPELINE_ID": pipeline_id}
@@ -153,26 +207,30 @@ def test_containerised_ci_pipeline_equals_the_in_process_run(built, workflow, in
     assert set(summary["models"]) == set(reference["models"]) and len(summary["models"]) >= 4
     assert model_figures(summary) == model_figures(reference)
 
-    # 2. Every artifact key the committed Argo YAML names for the synthetic DAG exists in S3, with its marker.
+    # 2. Every artifact key the committed Argo YAML names for the synthetic DAG exists in S3, with its marker; a
+    #    sharded step's shard keys once per shard of a plan computed here from the table its plan pod counted.
     client = s3_server.client()
     listing = client.list_objects_v2(Bucket=bucket, Delimiter="/")
     (workflow_name,) = [p["Prefix"].rstrip("/") for p in listing.get("CommonPrefixes", [])]
     committed = yaml.safe_load((ROOT / "argo" / "full-pipeline.yaml").read_text())["spec"]
-    templates = {t["name"]: t for t in committed["templates"]}
-    synthetic = [task["template"] for task in templates["synthetic"]["dag"]["tasks"]]
-    keys = {artifact["s3"]["key"].replace("{{workflow.name}}", workflow_name)
-            for name in synthetic for artifact in templates[name]["outputs"]["artifacts"]
-            + templates[name].get("inputs", {}).get("artifacts", []) if "s3" in artifact}
-    assert len(keys) == len(synthetic)
-    for key in sorted(keys):
-        marker = json.loads(client.get_object(Bucket=bucket, Key=key + "_SUCCESS.json")["Body"].read())
-        assert marker["step"] == templates[key.split("/")[1]]["container"]["args"][0], key
+    nodes = expected_nodes(committed, client, bucket, workflow_name)
+    assert {n["task"] for n in nodes} >= {"preprocess-hospital-shard-0", "radiomics-shard-0", "radiomics", "report"}
+    def marker(key: str) -> dict:
+        return json.loads(client.get_object(Bucket=bucket, Key=key + "_SUCCESS.json")["Body"].read())
 
-    # 3. The metrics each task and the report pushed, and the exit handler's outcome.
-    for name in synthetic:
-        step = templates[name]["container"]["args"][0]
-        assert pushgateway.samples("mammo_step_success", job=f"mammo_{step.replace('-', '_')}",
-                                   pipeline=pipeline_id, task=name) == [1.0], name
+    for node in nodes:
+        for key in node["outputs"]:
+            assert (marker(key)["step"], marker(key).get("shard")) == (node["step"], node["shard"]), key
+        for key, step in node["reads"].items():
+            assert marker(key)["step"] == step, key
+        for key in node["files"]:
+            assert client.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0, key
+
+    # 3. The metrics each container (every shard under its own task label) and the report pushed, and the exit
+    #    handler's outcome.
+    for node in nodes:
+        assert pushgateway.samples("mammo_step_success", job=f"mammo_{node['step'].replace('-', '_')}",
+                                   pipeline=pipeline_id, task=node["task"]) == [1.0], node["task"]
     for row, entry in summary["models"].items():
         if entry.get("auc") is not None:
             assert pushgateway.samples("mammo_model_auc", pipeline=pipeline_id, row=row) == [

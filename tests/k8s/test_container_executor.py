@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import resource
 import stat
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from common import argo_render, pipeline
+from common import argo_render, pipeline, shards
 from common.containers import (
     Executor,
     Run,
@@ -45,15 +46,22 @@ def option_values(argv: list[str], option: str) -> list[str]:
     return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == option]
 
 
-# preprocess and radiomics are sharded (withParam) in the Workflow now, which this executor refuses (issue 17).
-@pytest.mark.parametrize("task_name", ["synth-film", "split-hospital", "finetune1-stage2", "report"])
+SHARD = {"inputs.parameters.index": "1", "inputs.parameters.count": "2"}  # item 1 of a 2-shard plan
+
+
+@pytest.mark.parametrize("task_name", ["synth-film", "preprocess-hospital-shard", "finetune1-stage2", "report"])
 def test_command_line_is_the_templates_pod_spec(workflow, tmp_path, task_name):
     executor = Executor(workflow, ENGINE, storage=None, bucket="bucket", scratch=tmp_path)
     mounts = {"/work": tmp_path / "work", "/tmp": tmp_path / "tmp"}
-    argv = executor.command(ci_run(workflow), executor.templates[task_name], mounts, {}, "c")
-    task = next(t for t in pipeline.tasks("synthetic", "ci") if t.name == task_name)
-    # What the local runner would run for the ci profile, as a container of the step's CPU image.
-    assert argv[-len(task.argv("/work")) - 1:] == [f"localhost/mammo-{task.step}:9.9.9", *task.argv("/work")]
+    step_task = task_name.removesuffix("-shard")
+    extra, label = (SHARD, f"{step_task}-shard-1") if step_task != task_name else ({}, task_name)
+    argv = executor.command(ci_run(workflow), executor.templates[task_name], mounts, extra, "c")
+    task = next(t for t in pipeline.tasks("synthetic", "ci") if t.name == step_task)
+    # What the local runner would run for the ci profile (for a shard: its shard of it), as a container of the
+    # step's CPU image.
+    expected = task.argv("/work") if not extra else shards.shard_argv(
+        task.argv("/work"), f"/work/{step_task}{shards.SHARDS_SUFFIX}", 1, 2)
+    assert argv[-len(expected) - 1:] == [f"localhost/mammo-{task.step}:9.9.9", *expected]
     assert argv[:4] == ["/usr/bin/podman", "--runtime", "runc", "run"] and "nofile=1024:1024" in argv
     assert option_values(argv, "--user") == ["10001:10001"]
     assert "--read-only" in argv and "--read-only-tmpfs=false" in argv
@@ -61,7 +69,7 @@ def test_command_line_is_the_templates_pod_spec(workflow, tmp_path, task_name):
     assert option_values(argv, "--security-opt") == ["no-new-privileges"]
     assert sorted(option_values(argv, "-v")) == [f"{tmp_path / 'tmp'}:/tmp", f"{tmp_path / 'work'}:/work"]
     assert sorted(option_values(argv, "-e")) == sorted(
-        [f"MAMMO_TASK={task_name}", "PIPELINE_ID=mammo-full-pipeline", "PUSHGATEWAY_URL=http://127.0.0.1:9"])
+        [f"MAMMO_TASK={label}", "PIPELINE_ID=mammo-full-pipeline", "PUSHGATEWAY_URL=http://127.0.0.1:9"])
     assert json.loads(option_values(argv, "--entrypoint")[0]) == ["mammo"]
 
 
@@ -101,22 +109,36 @@ def test_tags_and_conditions(workflow):
         workflow_parameters(workflow["spec"], {"no-such-parameter": "1"})
 
 
-@pytest.mark.parametrize("change", ["withParam", "volume", "valueFrom", "script"])
-def test_unsupported_argo_features_are_refused_before_anything_runs(workflow, tmp_path, change):
+@pytest.mark.parametrize("change, refusal", [
+    ("withParam", "task preprocess-film-shard: withParam '{{tasks.shard-plan.outputs.result}}'"),
+    ("withSequence", "task synth-film: withSequence"),
+    ("volume", "volume data: only emptyDir"),
+    ("valueFrom", "env S: only literal values and ConfigMap/Secret keys"),
+    ("script", "template radiomics: only container and dag"),
+])
+def test_unsupported_argo_features_are_refused_before_anything_runs(workflow, tmp_path, change, refusal):
     changed = copy.deepcopy(workflow)
     templates = {t["name"]: t for t in changed["spec"]["templates"]}
+    tasks = {t["name"]: t for t in templates["synthetic"]["dag"]["tasks"]}
     if change == "withParam":
-        templates["synthetic"]["dag"]["tasks"][3]["withParam"] = "{{tasks.shard-plan.outputs.result}}"
+        tasks["preprocess-film-shard"]["withParam"] = "{{tasks.shard-plan.outputs.result}}"
+    elif change == "withSequence":
+        tasks["synth-film"]["withSequence"] = {"count": "2"}
     elif change == "volume":
         changed["spec"]["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "x"}})
     elif change == "valueFrom":
-        templates["radiomics"]["container"]["env"].append({"name": "S", "valueFrom": {"secretKeyRef": {}}})
+        templates["radiomics"]["container"]["env"].append({"name": "S", "valueFrom": {"fieldRef": {}}})
     else:
         templates["radiomics"]["script"] = templates["radiomics"].pop("container")
     engine = Engine(str(tmp_path / "no-such-engine"))  # would fail loudly if anything tried to run
-    with pytest.raises(UnsupportedWorkflow):
+    with pytest.raises(UnsupportedWorkflow, match=re.escape(refusal)):
         Executor(changed, engine, storage=None, bucket="bucket", scratch=tmp_path).run(
             pipeline_parameters("ci", (1, 2), {}, "bucket"))
+
+
+def test_the_rendered_workflows_pass_the_check(workflow, tmp_path):
+    """What `argo submit` gets (sharded steps, ConfigMap env included) is run, not refused."""
+    Executor(workflow, Engine("podman"), storage=None, bucket="bucket", scratch=tmp_path).check()
 
 
 def test_host_path_uses_the_deepest_mount(tmp_path):

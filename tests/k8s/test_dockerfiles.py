@@ -111,3 +111,20 @@ def test_dockerignore_keeps_the_context_to_the_sources():
     lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*" and {"!common/", "!jobs/", "!pyproject.toml", "!constraints.txt"} <= set(lines)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_requirement_an_image_installs_is_pinned_in_constraints():
+    """pip only constrains what it is asked for: a requirement missing from constraints.txt (as xlrd and openpyxl
+    once were) goes into the images at whatever version is newest on build day."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {canonical(re.match(r"[A-Za-z0-9_.-]+", r)[0]) for r in
+              [*project["dependencies"], *project["optional-dependencies"]["model"]]}
+    pinned = {canonical(line.split("==")[0]) for line in (ROOT / "constraints.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#")}
+    assert wanted - pinned == set()
