@@ -51,13 +51,9 @@ def auprc(labels, scores) -> float:
 def average_precision(labels, scores) -> float:
     """scikit-learn's average precision, sum over distinct thresholds of (recall step) x precision, in numpy:
     the bootstrap calls it thousands of times and sklearn's input validation dominates there."""
-    y, s = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
+    _, tp, fp = metrics.threshold_sweep(labels, scores)
     recall = tp / tp[-1]
-    precision = tp / (last + 1)
+    precision = tp / (tp + fp)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
@@ -68,21 +64,12 @@ def pr_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bootstrap_ci(statistic, labels, scores, groups, *, n_boot: int, seed: int, level: float = 0.95):
-    """Percentile CI of statistic(y, s) over patient resamples; replicates missing a class are redrawn."""
-    y, s = np.asarray(labels).astype(int), np.asarray(scores, dtype=float)
+    """Percentile CI of statistic(y, s) over patient resamples (common.metrics.bootstrap_replicates)."""
+    y = np.asarray(labels).astype(int)
     if y.min() == y.max():
         return (float("nan"), float("nan"))
-    codes, uniques = pd.factorize(pd.Series(groups))
-    members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
-    rng = np.random.default_rng(seed)
-    values = []
-    while len(values) < n_boot:
-        index = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
-        if y[index].min() == y[index].max():
-            continue
-        values.append(statistic(y[index], s[index]))
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    replicates = metrics.bootstrap_replicates(statistic, y, scores, n_boot=n_boot, seed=seed, groups=groups)
+    low, high = metrics.percentile_interval(replicates, level)
     return (float(low), float(high))
 
 
