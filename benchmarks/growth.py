@@ -191,9 +191,9 @@ def _inference(folder: str, images: int) -> dict:
     import numpy as np
     import pandas as pd
 
-    from common.data import Preprocessing
     from common.inference import predict_scores
     from common.model import Architecture, build_end2end
+    from common.model_folder import Preprocessing
     from common.profile import load_profile
 
     profile = load_profile("demo")

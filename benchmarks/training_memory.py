@@ -57,8 +57,8 @@ def write_cohort(root: Path, patients: int, height: int, width: int) -> tuple[Pa
 def write_model(root: Path, profile: dict) -> Path:
     """A freshly initialised model folder to fine-tune (the weights do not matter for memory)."""
     from common.artifacts import step_output
-    from common.data import Preprocessing
     from common.model import Architecture, build_end2end
+    from common.model_folder import Preprocessing
 
     arch = Architecture.from_profile(profile)
     folder = root / "model"

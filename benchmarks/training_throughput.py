@@ -140,7 +140,8 @@ def input_pipeline(profile: dict, mammograms, batch: int, folder: Path):
     import cv2
     import pandas as pd
 
-    from common.data import Augmentation, Preprocessing, training_dataset
+    from common.data import Augmentation, training_dataset
+    from common.model_folder import Preprocessing
 
     height, width = int(profile["image"]["height"]), int(profile["image"]["width"])
     paths = []

@@ -17,7 +17,8 @@ import pandas as pd
 import tensorflow as tf
 
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
-from common.data import SCORE_COLUMNS, Preprocessing, check_image_size, evaluation_dataset
+from common.data import SCORE_COLUMNS, evaluation_dataset
+from common.model_folder import Preprocessing, image_sizes
 from common.progress import track
 
 
@@ -73,9 +74,8 @@ def predict_scores_and_features(
 def _predict(model, frame, prep, batch_size, tta, progress, *, features: bool):
     if frame.empty:
         return np.empty(0, dtype=np.float32), np.empty((0, 0), dtype=np.float32)
-    check_image_size(frame, prep.height, prep.width)
-    if tuple(model.input_shape[1:3]) != (prep.height, prep.width):
-        raise UnusableInput(f"model input {model.input_shape[1:3]} differs from its preprocessing size")
+    image_sizes(frame["path"].iloc[:1], prep.height, prep.width)  # fail early, not deep inside a tf.data graph
+    prep.require_model_size(model.input_shape)
     score = (make_scorer_with_features if features else make_scorer)(model, tta=tta)
     batches = evaluation_dataset(frame, prep, batch_size=batch_size, labels=False)
     total = math.ceil(len(frame) / batch_size)

@@ -24,12 +24,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from common import distribute, telemetry
+from common import distribute, model_folder, telemetry
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
 from common.data import (
     Augmentation,
     Cohort,
-    Preprocessing,
     class_weights,
     evaluation_dataset,
     featurewise_mean,
@@ -38,7 +37,8 @@ from common.data import (
     training_dataset,
 )
 from common.determinism import configure_determinism
-from common.model import Architecture, build_end2end, load_model, parameter_counts, reconfigure, set_phase
+from common.model import Architecture, build_end2end, parameter_counts, reconfigure, set_phase
+from common.model_folder import Preprocessing
 
 HISTORY_COLUMNS = ["epoch", "stage", "loss", "val_loss", "val_auc", "lr"]
 BACKUP_DIR = "_resume"
@@ -341,10 +341,8 @@ def _train_phase(
         )
         start = None
     else:
-        start = Preprocessing.read(init_model)
-        model = reconfigure(
-            load_model(_model_file(init_model)), dropout=settings.dropout, weight_decay=settings.weight_decay
-        )
+        loaded, start = model_folder.read(init_model)
+        model = reconfigure(loaded, dropout=settings.dropout, weight_decay=settings.weight_decay)
     height, width = int(model.input_shape[1]), int(model.input_shape[2])
     cohort = load_cohort(images, split).with_size(height, width)
     cohort.warn()
@@ -400,22 +398,6 @@ def _train_phase(
     return TrainingRun(model=model, preprocessing=prep, cohort=cohort, record=record)
 
 
-def _model_file(directory: Path) -> Path:
-    path = Path(directory) / "model.keras"
-    if not path.is_file():
-        raise UnusableInput(f"{directory} has no model.keras")
-    return path
-
-
-def write_model_folder(model: keras.Model, preprocessing: Preprocessing, out_dir: Path) -> None:
-    """model.keras (atomically) and the preprocessing.json that must travel with it."""
-    partial = out_dir / "model.partial.keras"
-    model.save(partial)
-    os.replace(partial, out_dir / "model.keras")
-    preprocessing.write(out_dir)
-
-
 def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
     """A trained model's folder: model.keras, preprocessing.json, training.json; history.csv is already there."""
-    write_model_folder(run.model, run.preprocessing, out_dir)
-    atomic_write_json(out_dir / "training.json", run.record)
+    model_folder.write(out_dir, run.model, run.preprocessing, training=run.record)

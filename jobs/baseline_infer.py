@@ -13,14 +13,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from common import model_folder
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
-from common.data import Preprocessing, load_cohort
+from common.data import load_cohort
 from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
-from common.model import Architecture, build_end2end, load_model
+from common.model import Architecture, build_end2end
+from common.model_folder import Preprocessing
 from common.profile import load_profile
-from common.training import write_model_folder
 
 HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
 INPUT_ARGS = ("model", "checkpoint", "images", "split")
@@ -52,10 +53,7 @@ def add_arguments(parser) -> None:
 def _baseline(args, profile):
     if args.model:
         require_success(args.model)
-        path = Path(args.model) / "model.keras"
-        if not path.is_file():
-            raise UnusableInput(f"{args.model} has no model.keras")
-        return load_model(path), Preprocessing.read(args.model), None
+        return (*model_folder.read(args.model), None)
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise UnusableInput(f"checkpoint {checkpoint} does not exist")
@@ -81,7 +79,7 @@ def run(args) -> int:
     with step_output("baseline-infer", out, inputs) as record:
         model, prep, match = _baseline(args, profile)
         if match is not None:  # kept as a model folder: fine-tuning on real data starts from this output
-            write_model_folder(model, prep, out)
+            model_folder.write(out, model, prep)
             # Which checkpoint layer went into which model layer, so a user can audit the import.
             audit = {"checkpoint": Path(args.checkpoint).name, **match.as_json()}
             atomic_write_json(out / "checkpoint_match.json", audit)

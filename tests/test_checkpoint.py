@@ -16,9 +16,9 @@ import pytest
 from test_training import write_cohort
 
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
-from common.data import Preprocessing
 from common.inference import predict_scores
 from common.model import Architecture, build_end2end, leaf_layers, load_model
+from common.model_folder import Preprocessing
 from common.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]

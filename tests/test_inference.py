@@ -14,11 +14,12 @@ import pytest
 from test_checkpoint import random_model
 from test_training import HEIGHT, WIDTH, mammo, write_cohort, write_profile
 
-from common.data import Preprocessing, load_cohort
+from common.data import load_cohort
 from common.gradcam import DEFAULT_LAYER, gradcam, gradcam_maps, gradcam_raw
 from common.inference import predict_scores
 from common.metrics import roc_auc
 from common.model import load_model
+from common.model_folder import Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -229,8 +229,8 @@ def test_roc_points_match_scikit_learn():
 def test_gradcam_overlays_come_from_the_model_code(tmp_path, monkeypatch):
     """A tiny real End2End model in finetune2-stage2: the hook loads it and calls common.gradcam."""
     from common import gradcam
-    from common.data import Preprocessing
     from common.model import Architecture, build_end2end
+    from common.model_folder import Preprocessing
 
     root, _ = make_workdir(tmp_path)
     build_end2end(Architecture(160, 128, (2, 2, 2, 2, 2), 4), dropout=0.0, weight_decay=0.0).save(

@@ -16,8 +16,8 @@ import pydicom
 import pytest
 
 from common import gradcam, metrics
-from common.data import Preprocessing
 from common.model import Architecture, build_end2end
+from common.model_folder import Preprocessing
 from common.preprocess import preprocess_folder
 from common.synth import synthesize_cohort
 from jobs.cli import main

@@ -25,7 +25,6 @@ import yaml
 from common.artifacts import UnusableInput, step_output
 from common.data import (
     Augmentation,
-    Preprocessing,
     apply_affine,
     class_weights,
     featurewise_mean,
@@ -35,6 +34,7 @@ from common.data import (
     training_dataset,
 )
 from common.model import leaf_layers, load_model
+from common.model_folder import Preprocessing
 from common.profile import load_profile
 from common.training import StageSettings
 

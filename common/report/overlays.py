@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from common import burned_in
+from common import burned_in, model_folder
 from common.radiomics.segmentation import segment_breast
 from common.report.domain import network_spacing
 from common.report.figures import plt, png_bytes
@@ -64,18 +64,13 @@ def confident_cases(scores: pd.DataFrame, threshold: float, count: int = CASES_P
 def gradcam_heatmaps(model_dir: Path, image_paths: list[Path]) -> tuple[np.ndarray, str]:
     """(N, H, W) maps of the model in `model_dir` for the given preprocessed PNGs, and how they were made."""
     module = importlib.import_module(GRADCAM_MODULE)
-    from common.data import Preprocessing  # TensorFlow only loads when the hook runs
-    from common.model import load_model
-
-    prep = Preprocessing.read(model_dir)
-    model = load_model(model_dir / "model.keras")
+    model, prep = model_folder.read(model_dir)  # TensorFlow only loads when the hook runs
     batch = []
     for path in image_paths:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise FileNotFoundError(f"{path} is missing or unreadable")
-        gray = image.astype(np.float32)[..., None] * prep.rescale
-        batch.append(np.repeat(gray, 3, axis=-1) - prep.featurewise_mean)
+        batch.append(model_folder.model_input(model_folder.to_255(image.astype(np.float32)[..., None], prep), prep))
     maps = np.asarray(getattr(module, GRADCAM_FUNCTION)(model, np.stack(batch)), dtype=np.float32)
     method = f"{getattr(module, 'METHOD', GRADCAM_MODULE)} at {getattr(module, 'DEFAULT_LAYER', 'its default layer')}"
     return maps, method
