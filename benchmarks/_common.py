@@ -141,6 +141,8 @@ def oriented_mammograms(spacing_mm: float) -> list[tuple[str, np.ndarray]]:
 
 def write_result(name: str, results_dir: Path, quick: bool, started_machine: dict[str, Any], **payload) -> Path:
     """benchmarks/results/<name>.json: the payload plus the machine and its load before and after."""
+    from common.artifacts import json_default
+
     results_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
@@ -151,18 +153,10 @@ def write_result(name: str, results_dir: Path, quick: bool, started_machine: dic
     }
     path = results_dir / f"{name}.json"
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=2, sort_keys=False, default=_plain) + "\n")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=False, default=json_default) + "\n")
     os.replace(partial, path)
     print(f"wrote {path}")
     return path
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.artifacts import UnusableInput
+from common.artifacts import UnusableInput, error_line
 
 REQUIRED_COLUMNS = ("patient_id", "age", "label", "cancer_laterality")
-OPTIONAL_COLUMNS = ("pair_id", "split")
 OFFICIAL_SUBSETS = ("train", "validation", "test", "")
 LATERALITIES = ("L", "R", "B", "")
 MIN_AGE, MAX_AGE = 1, 120
@@ -52,7 +51,7 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise CohortError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise CohortError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+        raise CohortError(f"{path}: not a readable CSV ({error_line(error)})") from None
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:

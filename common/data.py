@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from common.artifacts import UnusableInput, require_success
+from common.artifacts import UnusableInput, read_table, require_success
 from common.model_folder import RESCALE, Preprocessing, image_sizes, model_input, to_255
 
 SPLITS = ("train", "validation", "test")
@@ -74,8 +74,8 @@ def load_cohort(images_dir: str | Path, split_dir: str | Path) -> Cohort:
     images_dir, split_dir = Path(images_dir), Path(split_dir)
     require_success(images_dir)
     require_success(split_dir)
-    images = _read_csv(images_dir / "images.csv", ["image_id", "patient_id", "laterality", "view", "label"])
-    split = _read_csv(split_dir / "split.csv", ["patient_id", "split"])
+    images = read_table(images_dir / "images.csv", ["image_id", "patient_id", "laterality", "view", "label"])
+    split = read_table(split_dir / "split.csv", ["patient_id", "split"])
     images["patient_id"] = images["patient_id"].astype(str)
     split["patient_id"] = split["patient_id"].astype(str)
     unknown = set(split["split"]) - set(SPLITS)
@@ -91,16 +91,6 @@ def load_cohort(images_dir: str | Path, split_dir: str | Path) -> Cohort:
         raise UnusableInput(f"no usable images: {images_dir} and {split_dir} share no patients with PNGs")
     frame["label"] = frame["label"].astype(int)
     return Cohort(frame[[*SCORE_COLUMNS, "path"]], problems)
-
-
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise UnusableInput(f"{path} is missing")
-    frame = pd.read_csv(path, dtype={"patient_id": str, "image_id": str})
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UnusableInput(f"{path} lacks columns {missing}")
-    return frame
 
 
 def require_both_classes(frame: pd.DataFrame, what: str) -> None:

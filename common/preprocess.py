@@ -37,7 +37,7 @@ from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
 from common.profile import load_profile
 from common.progress import progress_bar
-from common.workers import map_surviving, worker_count
+from common.workers import run_tasks
 
 # Pixel spacing used when a file states none. CBIS-DDSM (the only such source here) was digitised at
 # 42-50 um per pixel depending on the scanner (DBA 42 um, Howtek 43.5 um, Lumisys 50 um); 0.05 mm keeps the
@@ -326,20 +326,13 @@ def _run(files: list[Path], settings: Settings, workers: int | None) -> Iterator
             tasks.append((index, path, relative, key, stamp))
     settings.partial_dir.mkdir(parents=True, exist_ok=True)
     progress = progress_bar(len(files), "preprocess", "file", initial=len(results))
-    workers = worker_count(workers, len(tasks))
     with progress:
-        if workers == 1:
-            _init_worker(settings, single_threaded=False)
-            computed = map(_process_file, tasks)
-        else:
-            computed = map_surviving(_process_file, tasks, workers, on_lost=_lost, initializer=_init_worker,
-                                     initargs=(settings, True), done=progress.update, label="preprocess")
+        computed = run_tasks(_process_file, tasks, workers, on_lost=_lost, label="preprocess", done=progress.update,
+                             initializer=_init_worker, initargs=(settings, True), in_process_initargs=(settings, False))
         for index in range(len(files)):
             result = results.pop(index, None)
             if result is None:
                 result = next(computed)
-                if workers == 1:
-                    progress.update()
             if "row" in result:
                 key = journal.entry_key(result["row"]["source_file"])
                 result["pending"] = journal.outputs(settings.partial_dir, key)

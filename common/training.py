@@ -25,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from common import distribute, model_folder, telemetry
-from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
+from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, plain
 from common.data import (
     Augmentation,
     Cohort,
@@ -185,7 +185,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         backup = Path(self.backup_dir)
         backup.mkdir(parents=True, exist_ok=True)
         _save_weights_atomically(self.model, Path(self._weights_path))
-        state = {name: {f: _plain(getattr(cb, f)) for f in self.FIELDS[name]} for name, cb in self.stateful.items()}
+        state = {name: {f: plain(getattr(cb, f)) for f in self.FIELDS[name]} for name, cb in self.stateful.items()}
         atomic_write_json(backup / self.STATE, {"epoch": self._current_epoch, "rows": self.log.rows, **state})
         atomic_write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": 0})
 
@@ -206,10 +206,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         if early.restore_best_weights and best.path.is_file():
             early.best_weights = _weights_in_file(self.model, best.path)
         print(f"resuming after epoch {epoch} from {self.backup_dir}", file=sys.stderr)
-
-
-def _plain(value):
-    return None if value is None else float(value) if isinstance(value, (float, np.floating)) else value
 
 
 def _weights_in_file(model: keras.Model, path: Path) -> list[np.ndarray]:

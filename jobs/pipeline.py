@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from common import pipeline, runner
-from common.artifacts import UnusableInput
+from common.artifacts import UnusableInput, error_line
 from common.datasets import DATASETS
 from common.profile import PROFILE_NAMES, load_profile
 
@@ -58,7 +58,7 @@ def profile_name(text: str) -> str:
     try:
         load_profile(text)
     except (ValueError, OSError, yaml.YAMLError) as error:
-        raise argparse.ArgumentTypeError(f"{text}: {str(error).splitlines()[0]}") from None
+        raise argparse.ArgumentTypeError(f"{text}: {error_line(error)}") from None
     return text
 
 

@@ -17,6 +17,7 @@ from common.artifacts import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
+    read_table,
     require_success,
     step_output,
 )
@@ -48,14 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _read_csv(folder: str, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
     require_success(folder)
-    path = Path(folder) / name
-    if not path.is_file():
-        raise UnusableInput(f"{path} is missing")
-    frame = pd.read_csv(path, dtype={"patient_id": str, "image_id": str, "pair_id": str})
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UnusableInput(f"{path} lacks column(s) {', '.join(missing)}")
-    return frame
+    return read_table(Path(folder) / name, columns)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -252,12 +252,16 @@ def test_gradcam_overlays_come_from_the_model_code(tmp_path, monkeypatch):
     assert "gradcam" in summary["figures"], summary["figures_skipped"]
     assert batches == [(9, 160, 128, 3)]  # highest, lowest and nearest-threshold 3 test images, as model input
 
-    monkeypatch.setattr(overlays, "GRADCAM_MODULE", "common.no_such_gradcam")
+    def failing(model, images):
+        raise RuntimeError("no gradient reached block4_conv3\n(traceback detail)")
+
+    monkeypatch.setattr(gradcam, "gradcam_maps", failing)
     scores = pd.read_csv(root / "finetune2-stage2" / "scores.csv")
     cam = overlays.gradcam_figure(root / "finetune2-stage2", root / "preprocess-hospital" / "images",
                                   scores, 0.5, "Config 2",
                                   images=pd.read_csv(root / "preprocess-hospital" / "images.csv"))  # fmt: skip
-    assert cam.png is None and cam.caption == "Grad-CAM skipped: common.no_such_gradcam is not available in this build"
+    assert cam.png is None
+    assert cam.caption == "Grad-CAM skipped: the hook failed (RuntimeError: no gradient reached block4_conv3)"
 
 
 def test_without_the_baseline_the_report_refuses(tmp_path, capsys):

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from common import metrics
-from common.artifacts import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from common.artifacts import atomic_write_bytes, atomic_write_csv, atomic_write_text, finite_json
 from common.report import domain, figures, overlays, provenance, publication, render, tables
 from common.report.figures import Figure, split_curve
 from common.report.render import Code, Note, Paragraph, Section, Table
@@ -85,7 +85,7 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
             atomic_write_bytes(out / "figures" / f"{figure.name}.npz", figure.arrays)
     atomic_write_text(out / "report.md", render.to_markdown(TITLE, subtitle, sections))
     summary = {**_summary(context, found, changes, tests, patient, workdir, made, skipped), **extra.summary}
-    atomic_write_text(out / "summary.json", json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(finite_json(summary), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.html", render.to_html(TITLE, subtitle, sections))
     return summary
 
@@ -434,15 +434,3 @@ def _add_figure(section: Section, made: dict[str, Figure], name: str) -> None:
         section.blocks.append(made[name])
         section.blocks.extend(Note(warning) for warning in made[name].warnings)
 
-
-def _plain(value: Any) -> Any:
-    """JSON without NaN: missing numbers become null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

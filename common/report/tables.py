@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from common import metrics
+from common.artifacts import error_line
 from common.report.workdir import METRIC_FIELDS, WorkDir
 
 PATIENT_RULE = "max"
@@ -169,7 +170,7 @@ def paired_tests(found: dict[str, dict[str, Any]], workdir: WorkDir) -> pd.DataF
         try:
             paired = metrics.paired_test_scores(a, b, level=level, patient_rule=PATIENT_RULE)
         except (ValueError, KeyError) as error:  # e.g. an id scored twice, a missing id column
-            records.append(record | {"note": f"not computable: {str(error).splitlines()[0]}"})
+            records.append(record | {"note": f"not computable: {error_line(error)}"})
             continue
         y, note = paired.labels, paired.note
         record |= {"n": len(y), "n_pos": int(y.sum())}
