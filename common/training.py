@@ -321,37 +321,15 @@ def _train_phase(
     source_name: str | None = None,
     verbose: int = 2,
 ) -> TrainingRun:
-    """Train one phase on the train split of `images`, validating on its validation split.
-
-    Pretraining computes the featurewise mean of its own training split (as Shen did for each
-    dataset); fine-tuning keeps the mean of the model it starts from, as the thesis subtracted the
-    public training mean from its private images.
-    """
+    """Train one phase on the train split of `images`, validating on its validation split: the starting model,
+    the cohort at its input size, the preprocessing constants (`_phase_preprocessing`), then `fit`."""
     runtime = configure_runtime(profile)
     settings = StageSettings.from_profile(profile, phase)
     seed = int(profile["training"].get("seed", DEFAULT_SEED))
     keras.utils.set_random_seed(seed)
-    if init_model is None:
-        model = build_end2end(
-            Architecture.from_profile(profile), dropout=settings.dropout, weight_decay=settings.weight_decay
-        )
-        start = None
-    else:
-        loaded, start = model_folder.read(init_model)
-        model = reconfigure(loaded, dropout=settings.dropout, weight_decay=settings.weight_decay)
-    height, width = int(model.input_shape[1]), int(model.input_shape[2])
-    cohort = load_cohort(images, split).with_size(height, width)
-    cohort.warn()
-    train, validation = cohort.split("train"), cohort.split("validation")
-    require_both_classes(train, f"the train split of {images}")
-    require_both_classes(validation, f"the validation split of {images}")
-    if phase == "pretrain":
-        name = source_name or Path(images).name
-        prep = Preprocessing(featurewise_mean(train["path"]), height, width, f"train split of {name}")
-    elif start is None:
-        raise UnusableInput("fine-tuning needs --model: a folder with model.keras and preprocessing.json")
-    else:
-        prep = start
+    model, start = _starting_model(profile, settings, init_model)
+    cohort, train, validation = _phase_cohort(images, split, model)
+    prep = _phase_preprocessing(phase, start, train, source_name or Path(images).name, model)
     set_phase(model, phase)
     compile_for(model, settings, jit_compile=runtime["jit_compile"])
 
@@ -365,7 +343,6 @@ def _train_phase(
         asdict(settings), asdict(prep), seed, str(init_model), train[["image_id", "label"]].values.tolist()
     )
     outcome = fit(model, train_ds, val_ds, settings, out_dir, step=step, fingerprint=fingerprint, verbose=verbose)
-
     record = {
         "phase": phase,
         "settings": asdict(settings),
@@ -375,13 +352,7 @@ def _train_phase(
         "monitor": "val_loss",
         "augmentation": asdict(augmentation),
         "class_weights": {str(k): v for k, v in weights.items()},
-        "counts": {
-            "train_images": len(train),
-            "train_positive": int(train["label"].sum()),
-            "validation_images": len(validation),
-            "validation_positive": int(validation["label"].sum()),
-            "left_out_images": len(cohort.problems),
-        },
+        "counts": _phase_counts(train, validation, cohort),
         "parameters": parameter_counts(model),
         "init_model": None if init_model is None else str(init_model),
         "best_epoch": outcome.best_epoch,
@@ -392,6 +363,50 @@ def _train_phase(
         "runtime": runtime,
     }
     return TrainingRun(model=model, preprocessing=prep, cohort=cohort, record=record)
+
+
+def _starting_model(profile: dict[str, Any], settings: StageSettings,
+                    init_model: Path | None) -> tuple[keras.Model, Preprocessing | None]:  # fmt: skip
+    """A fresh End2End (pretraining from scratch) or the model folder a phase continues from, with its constants;
+    either carries this phase's dropout and weight decay."""
+    if init_model is None:
+        return build_end2end(Architecture.from_profile(profile), dropout=settings.dropout,
+                             weight_decay=settings.weight_decay), None  # fmt: skip
+    loaded, start = model_folder.read(init_model)
+    return reconfigure(loaded, dropout=settings.dropout, weight_decay=settings.weight_decay), start
+
+
+def _phase_cohort(images: Path, split: Path, model: keras.Model) -> tuple[Cohort, pd.DataFrame, pd.DataFrame]:
+    """The images of the model's input size, and their train and validation splits (each with both classes)."""
+    cohort = load_cohort(images, split).with_size(int(model.input_shape[1]), int(model.input_shape[2]))
+    cohort.warn()
+    train, validation = cohort.split("train"), cohort.split("validation")
+    require_both_classes(train, f"the train split of {images}")
+    require_both_classes(validation, f"the validation split of {images}")
+    return cohort, train, validation
+
+
+def _phase_preprocessing(phase: str, start: Preprocessing | None, train: pd.DataFrame, source: str,
+                         model: keras.Model) -> Preprocessing:  # fmt: skip
+    """Pretraining computes the featurewise mean of its own training split (as Shen did for each dataset);
+    fine-tuning keeps the mean of the model it starts from, as the thesis subtracted the public training mean
+    from its private images."""
+    if phase == "pretrain":
+        height, width = int(model.input_shape[1]), int(model.input_shape[2])
+        return Preprocessing(featurewise_mean(train["path"]), height, width, f"train split of {source}")
+    if start is None:
+        raise UnusableInput("fine-tuning needs --model: a folder with model.keras and preprocessing.json")
+    return start
+
+
+def _phase_counts(train: pd.DataFrame, validation: pd.DataFrame, cohort: Cohort) -> dict[str, int]:
+    return {
+        "train_images": len(train),
+        "train_positive": int(train["label"].sum()),
+        "validation_images": len(validation),
+        "validation_positive": int(validation["label"].sum()),
+        "left_out_images": len(cohort.problems),
+    }
 
 
 def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
