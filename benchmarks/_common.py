@@ -28,6 +28,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/x.py` from a checkout without `pip install -e`
     sys.path.insert(1, str(REPO_ROOT))
+sys.path.append(str(REPO_ROOT / "tests"))  # tests/helpers.py: running mammo, finished step folders
 
 
 def parser(name: str, description: str, result: str | None = None) -> argparse.ArgumentParser:

@@ -161,13 +161,14 @@ def _peak_mb() -> float:
 
 def _preprocess(input: str, out: str, cohort: str, workers: int) -> dict:
     import cv2
+    from helpers import finish_step
 
     from common.preprocess import preprocess_folder
 
     cv2.setNumThreads(1)  # one core per worker, also for the 1-worker reference
     began = time.perf_counter()
     counts = preprocess_folder(input, cohort, out, "full", workers=workers)
-    (Path(out) / "_SUCCESS.json").write_text("{}")
+    finish_step(Path(out), "preprocess")
     return {"images": counts["files"], "seconds": time.perf_counter() - began, "peak_rss_mb": _peak_mb()}
 
 

@@ -81,24 +81,10 @@ def one_epoch_profile(root: Path, name: str) -> Path:
 
 
 def peak_rss_of_finetune(model: Path, images: Path, split: Path, out: Path, profile: Path) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "finetune-stage1",
-        "--model",
-        str(model),
-        "--images",
-        str(images),
-        "--split",
-        str(split),
-        "--config",
-        "2",
-        "--out",
-        str(out),
-        "--profile",
-        str(profile),
-    ]
+    from helpers import mammo_command
+
+    command = mammo_command("finetune-stage1", model=model, images=images, split=split, config=2, out=out,
+                            profile=profile)
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=_common.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
