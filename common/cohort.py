@@ -67,7 +67,7 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
     cohort["split"] = raw["split"].str.strip().str.lower() if "split" in raw.columns else ""
 
     row = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # CSV line numbers (header is line 1)
-    problems = []
+    problems: list[str] = []
     _collect(problems, "empty patient_id", row[cohort["patient_id"] == ""])
     duplicated = cohort["patient_id"].duplicated(keep=False) & (cohort["patient_id"] != "")
     _collect(problems, "duplicate patient_id", row[duplicated], cohort["patient_id"][duplicated])

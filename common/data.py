@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import tensorflow as tf
 
@@ -99,7 +101,7 @@ def require_both_classes(frame: pd.DataFrame, what: str) -> None:
         raise UnusableInput(f"{what} needs positive and negative images, has {counts.to_dict()}")
 
 
-def featurewise_mean(paths, rescale: float = RESCALE) -> float:
+def featurewise_mean(paths: Iterable[str | Path], rescale: float = RESCALE) -> float:
     """Mean pixel value (0-255 units) over the given images, streamed one image at a time."""
     total, count = 0.0, 0
     for path in paths:
@@ -113,7 +115,7 @@ def featurewise_mean(paths, rescale: float = RESCALE) -> float:
     return total / count * rescale
 
 
-def class_weights(labels) -> dict[int, float]:
+def class_weights(labels: npt.ArrayLike) -> dict[int, float]:
     """Inverse-frequency weights n / (2 n_c): both classes carry equal total weight in the loss."""
     labels = np.asarray(labels).astype(int)
     n = len(labels)
@@ -127,7 +129,8 @@ def decode(path: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
     return to_255(tf.cast(image, tf.float32), prep)
 
 
-def inverse_affine(height: int, width: int, *, angle_rad, zoom, shift_x, shift_y, flip) -> tf.Tensor:
+def inverse_affine(height: int, width: int, *, angle_rad: Any, zoom: Any, shift_x: Any, shift_y: Any,
+                   flip: Any) -> tf.Tensor:
     """The 8 ImageProjectiveTransform coefficients mapping output pixels to input pixels.
 
     Sampling position q = c + zoom * R(angle) * (F(p) - c) + shift about the image centre c, where F
@@ -182,7 +185,7 @@ def random_augment(image: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.T
     return apply_affine(image, inverse_affine(height, width, **random_parameters(aug, height, width, seed)))
 
 
-def one_hot(labels) -> np.ndarray:
+def one_hot(labels: npt.ArrayLike) -> np.ndarray:
     return np.eye(2, dtype=np.float32)[np.asarray(labels).astype(int)]
 
 

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
 Z95 = 1.959963984540054
 
 
-def roc_auc(labels, scores) -> float:
+def roc_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Mann-Whitney estimate of the AUC (ties count one half); NaN when a class is absent."""
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=float)
@@ -31,7 +32,7 @@ def roc_auc(labels, scores) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def threshold_sweep(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def threshold_sweep(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, true positives, false positives) when predicting positive at score >= t, for every distinct
     score t from the highest down (scikit-learn's `_binary_clf_curve`): the one sweep that the ROC, the G-mean
     threshold and the average precision read; vectorised because bootstraps call it thousands of times."""
@@ -56,8 +57,9 @@ def roc_area(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
 
 
-def bootstrap_replicates(statistic: Callable[[np.ndarray, np.ndarray], Any], labels, scores, *, n_boot: int,
-                         seed: int, groups=None) -> np.ndarray:
+def bootstrap_replicates(statistic: Callable[[np.ndarray, np.ndarray], Any], labels: npt.ArrayLike,
+                         scores: npt.ArrayLike, *, n_boot: int, seed: int,
+                         groups: npt.ArrayLike | None = None) -> np.ndarray:
     """`statistic(y, s)` on `n_boot` resamples of the cases, drawn with replacement: the one bootstrap behind
     the AUC interval, the report's ROC band and the operating-point intervals, so that they describe the same
     uncertainty.
@@ -76,7 +78,7 @@ def bootstrap_replicates(statistic: Callable[[np.ndarray, np.ndarray], Any], lab
         codes, uniques = pd.factorize(pd.Series(groups))
         members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
     rng = np.random.default_rng(seed)
-    values = []
+    values: list[Any] = []
     while len(values) < n_boot:
         index = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
         yb = y[index]
@@ -93,7 +95,8 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> np.ndarr
 
 
 def bootstrap_auc_ci(
-    labels, scores, *, n_boot: int, seed: int, groups=None, level: float = 0.95
+    labels: npt.ArrayLike, scores: npt.ArrayLike, *, n_boot: int, seed: int, groups: npt.ArrayLike | None = None,
+    level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the AUC (`bootstrap_replicates`); NaN when a class is absent."""
     y = np.asarray(labels).astype(bool)
@@ -104,7 +107,7 @@ def bootstrap_auc_ci(
     return (float(lo), float(hi))
 
 
-def gmean_threshold(labels, scores) -> float:
+def gmean_threshold(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Score threshold (predict positive when score >= t) that maximises sqrt(sens x spec).
 
     Candidates are the observed scores; on ties of G-mean the higher threshold wins (fewer recalls).
@@ -132,7 +135,7 @@ def wilson_ci(successes: int, trials: int) -> tuple[float, float]:
     return (float(centre - half), float(centre + half))
 
 
-def binary_metrics(labels, scores, threshold: float) -> dict[str, Any]:
+def binary_metrics(labels: npt.ArrayLike, scores: npt.ArrayLike, threshold: float) -> dict[str, Any]:
     """Confusion counts, sensitivity, specificity and accuracy (with Wilson CIs) at a fixed threshold."""
     y = np.asarray(labels).astype(bool)
     predicted = np.asarray(scores, dtype=float) >= threshold
@@ -276,7 +279,7 @@ def _delong_cov(y: np.ndarray, score_sets: np.ndarray) -> tuple[np.ndarray, np.n
     return aucs, s10 / v10.shape[1] + s01 / v01.shape[1]
 
 
-def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float]:
+def delong_ci(labels: npt.ArrayLike, scores: npt.ArrayLike, level: float = 0.95) -> tuple[float, float]:
     """Asymptotic DeLong CI of one AUC, clipped to [0, 1]."""
     y = np.asarray(labels).astype(bool)
     if y.all() or not y.any():
@@ -287,7 +290,7 @@ def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float]:
     return (float(max(0.0, aucs[0] - half)), float(min(1.0, aucs[0] + half)))
 
 
-def delong_test(labels, scores_a, scores_b) -> tuple[float, float, float]:
+def delong_test(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLike) -> tuple[float, float, float]:
     """Two-sided DeLong test that two models scored on the same cases have equal AUC: (auc_a, auc_b, p)."""
     y = np.asarray(labels).astype(bool)
     sets = np.vstack([np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)])
@@ -299,7 +302,8 @@ def delong_test(labels, scores_a, scores_b) -> tuple[float, float, float]:
     return float(aucs[0]), float(aucs[1]), float(2 * stats.norm.sf(abs(z)))
 
 
-def delong_difference_ci(labels, scores_a, scores_b, level: float = 0.95) -> tuple[float, float]:
+def delong_difference_ci(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLike,
+                         level: float = 0.95) -> tuple[float, float]:
     """CI of AUC_a - AUC_b; the non-inferiority gate compares its lower end with -margin."""
     y = np.asarray(labels).astype(bool)
     sets = np.vstack([np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)])

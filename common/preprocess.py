@@ -223,7 +223,8 @@ def _write_index(rows: list[dict[str, Any]], rejected: list[dict[str, Any]], coh
     }
 
 
-def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
+def read_image_table(path: str | Path, input_root: Path, patients: set[str]
+                     ) -> tuple[dict[str, tuple[str, str, str, int]], list[Path], list[dict[str, str]]]:
     """(table by source_file, files to read, rejected rows) from image_table.csv; bad rows are rejected, not fatal."""
     columns = ["file", "patient_id", "laterality", "view", "label"]
     try:
@@ -233,7 +234,9 @@ def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise UnusableInput(f"image table {path}: missing columns {', '.join(missing)}")
-    table, files, rejected = {}, [], []
+    table: dict[str, tuple[str, str, str, int]] = {}
+    files: list[Path] = []
+    rejected: list[dict[str, str]] = []
     for row in frame.itertuples():
         if row.file in table:
             reason = "listed twice in the image table"

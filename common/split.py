@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,7 @@ def group_hash(seed: int, group_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def read_previous(path) -> pd.DataFrame:
+def read_previous(path: str | Path) -> pd.DataFrame:
     """A former split.csv whose assignments are to be kept."""
     try:
         previous = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -100,7 +100,7 @@ def configure_runtime(profile: dict[str, Any]) -> dict[str, Any]:
 class PositiveClassAUC(keras.metrics.AUC):
     """AUC of the cancer column only; Keras' AUC on a two-column softmax would pool both columns."""
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         return super().update_state(y_true[:, 1], y_pred[:, 1], sample_weight=sample_weight)
 
 
@@ -122,10 +122,10 @@ class EpochLog(keras.callbacks.Callback):
         self.rows: list[dict[str, Any]] = []
         self._lr = float("nan")
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         row = {"epoch": epoch, "stage": self.stage, "lr": self._lr}
         for column in ("loss", "val_loss", "val_auc"):
@@ -153,7 +153,7 @@ class BestWeights(keras.callbacks.Callback):
         self.path = path
         self.best: float | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         current = (logs or {}).get("val_loss")
         if current is not None and np.isfinite(current) and (self.best is None or current < self.best):
             self.best = float(current)
@@ -175,13 +175,14 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         "best_weights": ("best",),
     }
 
-    def __init__(self, backup_dir: Path, *, log: EpochLog, early_stopping, reduce_lr, best_weights: BestWeights):
+    def __init__(self, backup_dir: Path, *, log: EpochLog, early_stopping: keras.callbacks.EarlyStopping,
+                 reduce_lr: keras.callbacks.ReduceLROnPlateau, best_weights: BestWeights) -> None:
         super().__init__(str(backup_dir))
         self.log = log
         self.stateful = {"early_stopping": early_stopping, "reduce_lr": reduce_lr, "best_weights": best_weights}
         self.resumed_from_epoch = 0
 
-    def _save_model(self):
+    def _save_model(self) -> None:
         backup = Path(self.backup_dir)
         backup.mkdir(parents=True, exist_ok=True)
         _save_weights_atomically(self.model, Path(self._weights_path))
@@ -189,7 +190,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         atomic_write_json(backup / self.STATE, {"epoch": self._current_epoch, "rows": self.log.rows, **state})
         atomic_write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": 0})
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         epoch = int(self.model._initial_epoch or 0)
         state_path = Path(self.backup_dir) / self.STATE
@@ -228,7 +229,7 @@ class FitOutcome:
     resumed_from_epoch: int
     epochs_run: int = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.epochs_run = len(self.history)
 
 

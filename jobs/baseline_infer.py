@@ -12,10 +12,11 @@ import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from common import model_folder
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
-from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
+from common.checkpoint import CheckpointMatch, CheckpointMismatch, load_keras2_weights, published_mean
 from common.data import load_cohort
 from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
@@ -23,12 +24,15 @@ from common.model import Architecture, build_end2end
 from common.model_folder import Preprocessing
 from common.profile import load_profile
 
+if TYPE_CHECKING:
+    import keras
+
 HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
 INPUT_ARGS = ("model", "checkpoint", "images", "split")
 OUTPUT_ARG = "out"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="model folder (model.keras, preprocessing.json)")
     source.add_argument("--checkpoint", help="Shen's Keras 2 HDF5 file, e.g. inbreast_vgg16_512x1.h5")
@@ -50,7 +54,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA")
 
 
-def _baseline(args, profile):
+def _baseline(args: argparse.Namespace, profile: dict[str, Any]
+              ) -> tuple[keras.Model, Preprocessing, CheckpointMatch | None]:
     if args.model:
         require_success(args.model)
         return (*model_folder.read(args.model), None)
@@ -71,7 +76,7 @@ def _baseline(args, profile):
     return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}"), match
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     configure_determinism(profile)
     out = Path(args.out)

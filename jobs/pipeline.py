@@ -62,7 +62,7 @@ def profile_name(text: str) -> str:
     return text
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or say what a run would do")
     parser.add_argument("--profile", default="demo", type=profile_name,
                         help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
@@ -83,7 +83,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--artifacts", help="podman executor: s3://bucket serving as Argo's artifact repository")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     params = {name: getattr(args, option[2:].replace("-", "_")) for option, (name, _) in DATA_OPTIONS.items()}
     given = {option for option in DATA_OPTIONS if getattr(args, option[2:].replace("-", "_")) is not None}
     for option in sorted(given):
@@ -124,7 +124,7 @@ def run(args) -> int:
     return 0
 
 
-def _run_in_containers(args, params) -> int:
+def _run_in_containers(args: argparse.Namespace, params: dict[str, str]) -> int:
     from common import containers
     from common.engine import EngineUnavailable
 

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.figure  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -173,7 +174,7 @@ def confusion_figure(models: list[tuple[str, Curve, float]]) -> bytes:
     return png_bytes(fig)
 
 
-def png_bytes(fig, rect: tuple[float, float, float, float] | None = None) -> bytes:
+def png_bytes(fig: matplotlib.figure.Figure, rect: tuple[float, float, float, float] | None = None) -> bytes:
     """The figure as PNG (a `Rendered`, so its SVG comes along); closes the figure. `rect` keeps part of the
     figure free of axes (e.g. for a figure-level legend)."""
     png, svg = io.BytesIO(), io.BytesIO()

@@ -181,7 +181,7 @@ def _image_and_breast(path: Path, row: pd.Series) -> tuple[np.ndarray, np.ndarra
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FileNotFoundError(f"{path} is missing or unreadable")
-    scaled = image.astype(np.float64) / np.iinfo(image.dtype).max
+    scaled = image.astype(np.float64) / np.iinfo(image.dtype).max  # type: ignore[type-var]  # a 16-bit PNG
     try:  # segmented as a CC view: the pectoral muscle of an MLO view stays in, as a reader sees it
         breast = segment_breast(scaled, "CC", network_spacing(row, image.shape[1])).breast
     except ValueError:  # no breast found
