@@ -43,6 +43,7 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

@@ -28,6 +28,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 REPO_ROOT = BENCH_DIR.parent
 if str(REPO_ROOT) not in sys.path:  # `python benchmarks/x.py` from a checkout without `pip install -e`
     sys.path.insert(1, str(REPO_ROOT))
+sys.path.append(str(REPO_ROOT / "tests"))  # tests/helpers.py: running mammo, finished step folders
 
 
 def parser(name: str, description: str, result: str | None = None) -> argparse.ArgumentParser:
@@ -142,6 +143,8 @@ def oriented_mammograms(spacing_mm: float) -> list[tuple[str, np.ndarray]]:
 
 def write_result(name: str, results_dir: Path, quick: bool, started_machine: dict[str, Any], **payload) -> Path:
     """benchmarks/results/<name>.json: the payload plus the machine and its load before and after."""
+    from common.artifacts import json_default
+
     results_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "benchmark": name,
@@ -152,18 +155,10 @@ def write_result(name: str, results_dir: Path, quick: bool, started_machine: dic
     }
     path = results_dir / f"{name}.json"
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(record, indent=2, sort_keys=False, default=_plain) + "\n")
+    partial.write_text(json.dumps(record, indent=2, sort_keys=False, default=json_default) + "\n")
     os.replace(partial, path)
     print(f"wrote {path}")
     return path
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -161,6 +161,7 @@ def _peak_mb() -> float:
 
 def _preprocess(input: str, out: str, cohort: str, workers: int) -> dict:
     import cv2
+    from helpers import finish_step
 
     from common.preprocess import preprocess_folder
     from common.profile import load_profile
@@ -168,7 +169,7 @@ def _preprocess(input: str, out: str, cohort: str, workers: int) -> dict:
     cv2.setNumThreads(1)  # one core per worker, also for the 1-worker reference
     began = time.perf_counter()
     counts = preprocess_folder(input, cohort, out, load_profile("full"), workers=workers)
-    (Path(out) / "_SUCCESS.json").write_text("{}")
+    finish_step(Path(out), "preprocess")
     return {"images": counts["files"], "seconds": time.perf_counter() - began, "peak_rss_mb": _peak_mb()}
 
 
@@ -192,9 +193,9 @@ def _inference(folder: str, images: int) -> dict:
     import numpy as np
     import pandas as pd
 
-    from common.data import Preprocessing
     from common.inference import predict_scores
     from common.model import Architecture, build_end2end
+    from common.model_folder import Preprocessing
     from common.profile import load_profile
 
     profile = load_profile("demo")

@@ -55,8 +55,9 @@ def main() -> int:
     peaks = [_common.matmul_peak(MATMUL_SIZE, repeats)] if args.run else []
     run_seconds = None
     if args.run:
-        command = [sys.executable, "-m", "jobs.cli", "pipeline", "run", "--profile", args.profile,
-                   "--workdir", str(args.workdir)]
+        from helpers import mammo_command
+
+        command = mammo_command("pipeline run", profile=args.profile, workdir=args.workdir)
         began = time.perf_counter()
         if subprocess.run(command, cwd=_common.REPO_ROOT).returncode != 0:
             print(f"pipeline_walltime: `{' '.join(command[2:])}` failed; breakdown of what finished follows",

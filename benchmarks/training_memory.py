@@ -57,8 +57,8 @@ def write_cohort(root: Path, patients: int, height: int, width: int) -> tuple[Pa
 def write_model(root: Path, profile: dict) -> Path:
     """A freshly initialised model folder to fine-tune (the weights do not matter for memory)."""
     from common.artifacts import step_output
-    from common.data import Preprocessing
     from common.model import Architecture, build_end2end
+    from common.model_folder import Preprocessing
 
     arch = Architecture.from_profile(profile)
     folder = root / "model"
@@ -80,24 +80,10 @@ def one_epoch_profile(root: Path, name: str) -> Path:
 
 
 def peak_rss_of_finetune(model: Path, images: Path, split: Path, out: Path, profile: Path) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "finetune-stage1",
-        "--model",
-        str(model),
-        "--images",
-        str(images),
-        "--split",
-        str(split),
-        "--config",
-        "2",
-        "--out",
-        str(out),
-        "--profile",
-        str(profile),
-    ]
+    from helpers import mammo_command
+
+    command = mammo_command("finetune-stage1", model=model, images=images, split=split, config=2, out=out,
+                            profile=profile)
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=_common.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)

@@ -140,7 +140,8 @@ def input_pipeline(profile: dict, mammograms, batch: int, folder: Path):
     import cv2
     import pandas as pd
 
-    from common.data import Preprocessing, training_dataset
+    from common.data import training_dataset
+    from common.model_folder import Preprocessing
 
     height, width = profile.image.height, profile.image.width
     paths = []

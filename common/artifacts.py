@@ -7,13 +7,14 @@ feed half-written outputs forward; re-running a step first removes its stale mar
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -52,6 +53,12 @@ def one_line(text: str, limit: int = 300) -> str:
     return first[: cut if cut > 0 else limit].rstrip() + " ..."
 
 
+def error_line(error: BaseException, limit: int = 300) -> str:
+    """`one_line` of an exception's message, its type name when the message is empty: the reason a report note,
+    a rejected.csv row or a usage error quotes."""
+    return one_line(str(error), limit) if str(error).strip() else type(error).__name__
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temporary file in the same directory and rename, so readers never see a partial file."""
     path = Path(path)
@@ -71,18 +78,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 # A cell starting with one of these is run as a formula by Excel, LibreOffice or Google Sheets, and file
 # names, ids and reasons in our CSVs come from outside (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ID_COLUMNS = ("patient_id", "image_id", "pair_id")
 _PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def atomic_write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     """The one CSV writer of the project: text cells that would start a formula get a leading `'`."""
     atomic_write_text(path, neutralise_formulas(frame).to_csv(index=False))
+
+
+def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
+    """The one reader of a step's CSV table: ids stay text (patient 007 is not patient 7), and a missing file or
+    column is unusable input (one line), not a KeyError deep in a step."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnusableInput(f"{path} is missing")
+    frame = pd.read_csv(path, dtype=dict.fromkeys(ID_COLUMNS, str))
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UnusableInput(f"{path} lacks column(s) {', '.join(missing)}")
+    return frame
 
 
 def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
@@ -109,12 +130,31 @@ def _neutralise_cell(value: Any) -> Any:
     return value.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _json_default(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (JSON knows no numpy types); anything else as it is."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def json_default(value: Any) -> Any:
+    """json.dumps' `default`: numpy scalars as numbers, paths as text, anything else refused."""
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finite_json(value: Any) -> Any:
+    """A copy that strict JSON can hold: numpy scalars as numbers, tuples as lists, NaN and infinities as null
+    (a missing number)."""
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    value = plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class StepRecord:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import optimize, special
 from sklearn.isotonic import IsotonicRegression
@@ -39,12 +40,12 @@ EPS = 1e-6
 METHODS = ("platt", "isotonic")
 
 
-def bin_index(scores, bins: int = BINS) -> np.ndarray:
+def bin_index(scores: npt.ArrayLike, bins: int = BINS) -> np.ndarray:
     """Equal-width bin of each score on [0, 1] (scores outside are clipped)."""
     return np.minimum((np.clip(np.asarray(scores, dtype=float), 0.0, 1.0) * bins).astype(int), bins - 1)
 
 
-def reliability(labels, scores, bins: int = BINS) -> pd.DataFrame:
+def reliability(labels: npt.ArrayLike, scores: npt.ArrayLike, bins: int = BINS) -> pd.DataFrame:
     """Per non-empty bin: its range, count, mean score and observed fraction of positives."""
     y, s = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
     index = bin_index(s, bins)
@@ -62,20 +63,20 @@ def reliability(labels, scores, bins: int = BINS) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def expected_calibration_error(labels, scores, bins: int = BINS) -> float:
+def expected_calibration_error(labels: npt.ArrayLike, scores: npt.ArrayLike, bins: int = BINS) -> float:
     table = reliability(labels, scores, bins)
     return float((table["n"] * (table["observed"] - table["mean_score"]).abs()).sum() / table["n"].sum())
 
 
-def brier(labels, scores) -> float:
+def brier(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     return float(brier_score_loss(np.asarray(labels).astype(int), np.clip(np.asarray(scores, dtype=float), 0, 1)))
 
 
-def logit(scores) -> np.ndarray:
+def logit(scores: npt.ArrayLike) -> np.ndarray:
     return special.logit(np.clip(np.asarray(scores, dtype=float), EPS, 1 - EPS))
 
 
-def calibration_slope(labels, scores) -> float:
+def calibration_slope(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Slope b of the logistic regression of the label on logit(score) (unpenalised maximum likelihood by
     Newton-Raphson on (a, b): two parameters, so no solver library is needed); NaN with one class only."""
     y = np.asarray(labels, dtype=float)
@@ -93,7 +94,7 @@ def calibration_slope(labels, scores) -> float:
     return float(beta[1]) if np.isfinite(beta).all() and np.abs(step).max() < 1e-6 else float("nan")  # nan: separable
 
 
-def calibration_intercept(labels, scores) -> float:
+def calibration_intercept(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Calibration-in-the-large: the a solving sum(y - expit(a + logit(s))) = 0, i.e. the maximum likelihood
     intercept with logit(s) as a fixed offset (the score equation is monotone in a, so a root bracket works)."""
     y = np.asarray(labels, dtype=float)
@@ -103,7 +104,8 @@ def calibration_intercept(labels, scores) -> float:
     return float(optimize.brentq(lambda a: float(np.sum(y - special.expit(a + offset))), -50.0, 50.0, xtol=1e-10))
 
 
-def reliability_band(labels, scores, groups, *, n_boot: int, seed: int, bins: int = BINS,
+def reliability_band(labels: npt.ArrayLike, scores: npt.ArrayLike, groups: npt.ArrayLike, *, n_boot: int, seed: int,
+                     bins: int = BINS,
                      level: float = 0.95) -> pd.DataFrame:  # fmt: skip
     """Pointwise percentile band of each bin's observed fraction, resampling whole patients (`groups`).
 
@@ -134,7 +136,7 @@ def reliability_band(labels, scores, groups, *, n_boot: int, seed: int, bins: in
     return pd.DataFrame({"bin": np.flatnonzero(present), "band_low": low[present], "band_high": high[present]})
 
 
-def summary(labels, scores, bins: int = BINS) -> dict[str, float]:
+def summary(labels: npt.ArrayLike, scores: npt.ArrayLike, bins: int = BINS) -> dict[str, float]:
     return {
         "brier": brier(labels, scores),
         "ece": expected_calibration_error(labels, scores, bins),
@@ -151,7 +153,7 @@ class Recalibrator:
     model: Any
 
     @classmethod
-    def fit(cls, method: str, labels, scores) -> Recalibrator:
+    def fit(cls, method: str, labels: npt.ArrayLike, scores: npt.ArrayLike) -> Recalibrator:
         y = np.asarray(labels).astype(int)
         if y.min() == y.max():
             raise ValueError("recalibration needs both classes in the validation split")
@@ -163,7 +165,7 @@ class Recalibrator:
                        .fit(np.asarray(scores, dtype=float), y))  # fmt: skip
         raise ValueError(f"recalibration method must be one of {', '.join(METHODS)}, not {method!r}")
 
-    def apply(self, scores) -> np.ndarray:
+    def apply(self, scores: npt.ArrayLike) -> np.ndarray:
         if self.method == "platt":
             return self.model.predict_proba(logit(scores)[:, None])[:, 1]
         return self.model.predict(np.asarray(scores, dtype=float))
@@ -205,7 +207,7 @@ def assess(frame: pd.DataFrame, *, n_boot: int, seed: int, bins: int = BINS) -> 
     return result
 
 
-def _decisions(val_y, val_s, y, s) -> dict[str, float]:
+def _decisions(val_y: npt.ArrayLike, val_s: npt.ArrayLike, y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     """Test AUC, and sensitivity and specificity at the validation G-mean threshold of these scores."""
     try:
         threshold = metrics.gmean_threshold(val_y, val_s)
@@ -216,7 +218,8 @@ def _decisions(val_y, val_s, y, s) -> dict[str, float]:
             "specificity": binary["specificity"]}  # fmt: skip
 
 
-def _assessment(y, s, groups, *, n_boot: int, seed: int, bins: int) -> dict[str, Any]:
+def _assessment(y: np.ndarray, s: np.ndarray, groups: npt.ArrayLike, *, n_boot: int, seed: int,
+                bins: int) -> dict[str, Any]:
     curve = reliability(y, s, bins).merge(reliability_band(y, s, groups, n_boot=n_boot, seed=seed, bins=bins),
                                           on="bin")  # fmt: skip
     return {**summary(y, s, bins), "curve": curve.to_dict(orient="list")}

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.artifacts import UnusableInput
+from common.artifacts import UnusableInput, error_line
 from common.constants import SPLITS
 
 REQUIRED_COLUMNS = ("patient_id", "age", "label", "cancer_laterality")
-OPTIONAL_COLUMNS = ("pair_id", "split")
 OFFICIAL_SUBSETS = (*SPLITS, "")
 LATERALITIES = ("L", "R", "B", "")
 MIN_AGE, MAX_AGE = 1, 120
@@ -53,7 +52,7 @@ def read_cohort_csv(path: str | Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise CohortError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise CohortError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+        raise CohortError(f"{path}: not a readable CSV ({error_line(error)})") from None
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
@@ -69,7 +68,7 @@ def read_cohort_csv(path: str | Path) -> pd.DataFrame:
     cohort["split"] = raw["split"].str.strip().str.lower() if "split" in raw.columns else ""
 
     row = pd.Series(np.arange(len(raw)) + 2, index=raw.index)  # CSV line numbers (header is line 1)
-    problems = []
+    problems: list[str] = []
     _collect(problems, "empty patient_id", row[cohort["patient_id"] == ""])
     duplicated = cohort["patient_id"].duplicated(keep=False) & (cohort["patient_id"] != "")
     _collect(problems, "duplicate patient_id", row[duplicated], cohort["patient_id"][duplicated])

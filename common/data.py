@@ -1,54 +1,33 @@
 """Streaming input pipeline from preprocessed 16-bit PNGs to End2End input tensors.
 
 Images are decoded on the fly by tf.data (only file names are shuffled), so memory does not grow
-with the number of images. The arithmetic is Shen's: x = png * 255/65535, gray copied to three
-channels, minus one scalar featurewise mean (0-255 units) - no division by a std, no ImageNet
-statistics. Augmentation (thesis Table 7) happens here on training batches only and never inside
-the exported model, so inference on a saved model needs nothing but these constants.
+with the number of images. The arithmetic is Shen's, defined once in common.model_folder (0-255
+units, three channels, minus one featurewise mean). Augmentation (thesis Table 7) happens here on
+training batches only and never inside the exported model, so inference on a saved model needs
+nothing but these constants.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import tensorflow as tf
-from PIL import Image
 
-from common.artifacts import UnusableInput, atomic_write_json, require_success
+from common.artifacts import UnusableInput, read_table, require_success
 from common.constants import SPLITS
+from common.model_folder import RESCALE, Preprocessing, image_sizes, model_input, to_255
 from common.profile import Augmentation
 
-RESCALE = 255.0 / 65535.0
 SCORE_COLUMNS = ["image_id", "patient_id", "split", "view", "laterality", "label"]
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The constants that travel with a model in `preprocessing.json`."""
-
-    featurewise_mean: float
-    height: int
-    width: int
-    source: str
-    rescale: float = RESCALE
-
-    def write(self, directory: str | Path) -> None:
-        atomic_write_json(Path(directory) / "preprocessing.json", asdict(self))
-
-    @classmethod
-    def read(cls, directory: str | Path) -> Preprocessing:
-        path = Path(directory) / "preprocessing.json"
-        if not path.is_file():
-            raise UnusableInput(f"{directory} has no preprocessing.json: not a model folder")
-        values = json.loads(path.read_text())
-        return cls(**{k: values[k] for k in ("featurewise_mean", "height", "width", "source", "rescale")})
 
 
 @dataclass
@@ -63,11 +42,8 @@ class Cohort:
 
     def with_size(self, height: int, width: int) -> Cohort:
         """Only the images of the model's input size (read from PNG headers); the rest become problems."""
-        sizes = [png_size(path) for path in self.frame["path"]]
+        sizes = image_sizes(self.frame["path"], height, width)
         fits = np.array([size == (height, width) for size in sizes], dtype=bool)
-        if not fits.any():
-            found = "x".join(map(str, sizes[0] or ("unreadable",)))
-            raise UnusableInput(f"images are {found} but the model expects {height}x{width}: use the same profile")
         problems = [
             f"{i}: unreadable PNG" if size is None else f"{i}: {size[0]}x{size[1]}, not {height}x{width}"
             for i, size in zip(self.frame["image_id"], sizes, strict=True)
@@ -86,8 +62,8 @@ def join_images_with_split(images_dir: str | Path, split_dir: str | Path) -> Coh
     images_dir, split_dir = Path(images_dir), Path(split_dir)
     require_success(images_dir)
     require_success(split_dir)
-    images = _read_csv(images_dir / "images.csv", ["image_id", "patient_id", "laterality", "view", "label"])
-    split = _read_csv(split_dir / "split.csv", ["patient_id", "split"])
+    images = read_table(images_dir / "images.csv", ["image_id", "patient_id", "laterality", "view", "label"])
+    split = read_table(split_dir / "split.csv", ["patient_id", "split"])
     images["patient_id"] = images["patient_id"].astype(str)
     split["patient_id"] = split["patient_id"].astype(str)
     unknown = set(split["split"]) - set(SPLITS)
@@ -105,44 +81,13 @@ def join_images_with_split(images_dir: str | Path, split_dir: str | Path) -> Coh
     return Cohort(frame[[*SCORE_COLUMNS, "path"]], problems)
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise UnusableInput(f"{path} is missing")
-    frame = pd.read_csv(path, dtype={"patient_id": str, "image_id": str})
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UnusableInput(f"{path} lacks columns {missing}")
-    return frame
-
-
 def require_both_classes(frame: pd.DataFrame, what: str) -> None:
     counts = frame["label"].value_counts()
     if counts.get(0, 0) == 0 or counts.get(1, 0) == 0:
         raise UnusableInput(f"{what} needs positive and negative images, has {counts.to_dict()}")
 
 
-def check_image_size(frame: pd.DataFrame, height: int, width: int) -> None:
-    """Fail early with one line instead of deep inside a tf.data graph."""
-    first = cv2.imread(frame["path"].iloc[0], cv2.IMREAD_UNCHANGED)
-    if first is None:
-        raise UnusableInput(f"cannot read {frame['path'].iloc[0]}")
-    if first.shape[:2] != (height, width):
-        raise UnusableInput(
-            f"images are {first.shape[0]}x{first.shape[1]} but the model expects {height}x{width}: "
-            "preprocess with the same profile"
-        )
-
-
-def png_size(path: str) -> tuple[int, int] | None:
-    """(height, width) from the PNG header, without decoding the pixels; None when it is no image."""
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (OSError, ValueError):
-        return None
-
-
-def featurewise_mean(paths, rescale: float = RESCALE) -> float:
+def featurewise_mean(paths: Iterable[str | Path], rescale: float = RESCALE) -> float:
     """Mean pixel value (0-255 units) over the given images, streamed one image at a time."""
     total, count = 0.0, 0
     for path in paths:
@@ -156,7 +101,7 @@ def featurewise_mean(paths, rescale: float = RESCALE) -> float:
     return total / count * rescale
 
 
-def class_weights(labels) -> dict[int, float]:
+def class_weights(labels: npt.ArrayLike) -> dict[int, float]:
     """Inverse-frequency weights n / (2 n_c): both classes carry equal total weight in the loss."""
     labels = np.asarray(labels).astype(int)
     n = len(labels)
@@ -167,14 +112,11 @@ def decode(path: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
     """PNG file -> float32 (H, W, 1) in 0-255 units."""
     image = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint16)
     image = tf.ensure_shape(image, [prep.height, prep.width, 1])
-    return tf.cast(image, tf.float32) * prep.rescale
+    return to_255(tf.cast(image, tf.float32), prep)
 
 
-def to_model_input(image: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
-    return tf.tile(image, [1, 1, 3]) - prep.featurewise_mean
-
-
-def inverse_affine(height: int, width: int, *, angle_rad, zoom, shift_x, shift_y, flip) -> tf.Tensor:
+def inverse_affine(height: int, width: int, *, angle_rad: Any, zoom: Any, shift_x: Any, shift_y: Any,
+                   flip: Any) -> tf.Tensor:
     """The 8 ImageProjectiveTransform coefficients mapping output pixels to input pixels.
 
     Sampling position q = c + zoom * R(angle) * (F(p) - c) + shift about the image centre c, where F
@@ -229,7 +171,7 @@ def random_augment(image: tf.Tensor, aug: Augmentation, seed: tf.Tensor) -> tf.T
     return apply_affine(image, inverse_affine(height, width, **random_parameters(aug, height, width, seed)))
 
 
-def one_hot(labels) -> np.ndarray:
+def one_hot(labels: npt.ArrayLike) -> np.ndarray:
     return np.eye(2, dtype=np.float32)[np.asarray(labels).astype(int)]
 
 
@@ -257,7 +199,7 @@ def training_dataset(
         image = decode(path, prep)
         if augmentation is not None:
             image = random_augment(image, augmentation, tf.stack([tf.constant(seed, tf.int64), salt]))
-        return to_model_input(image, prep), label, weight
+        return model_input(image, prep), label, weight
 
     data = tf.data.Dataset.zip((rows, salts)).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -267,8 +209,8 @@ def evaluation_dataset(frame: pd.DataFrame, prep: Preprocessing, *, batch_size: 
     """Images in frame order (with one-hot labels for validation), decoded in parallel and prefetched."""
     if labels:
         data = tf.data.Dataset.from_tensor_slices((frame["path"].to_numpy(), one_hot(frame["label"])))
-        data = data.map(lambda p, y: (to_model_input(decode(p, prep), prep), y), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(lambda p, y: (model_input(decode(p, prep), prep), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         data = tf.data.Dataset.from_tensor_slices(frame["path"].to_numpy())
-        data = data.map(lambda p: to_model_input(decode(p, prep), prep), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(lambda p: model_input(decode(p, prep), prep), num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -34,6 +34,8 @@ import pydicom.config
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_voi
 
+from common.artifacts import error_line
+
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 MAMMOGRAPHY_SOP_CLASSES = {
@@ -255,8 +257,7 @@ def _display_pixels(ds: pydicom.Dataset) -> tuple[np.ndarray, bool]:
     try:
         raw = ds.pixel_array
     except Exception as error:  # decoders raise many types; the reason line is what matters
-        message = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        raise DicomError(f"cannot decode pixel data: {message}") from None
+        raise DicomError(f"cannot decode pixel data: {error_line(error, 160)}") from None
     if raw.ndim != 2:
         raise DicomError(f"pixel array of shape {raw.shape} is not a single 2D image")
     bits = int(ds.BitsStored)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from common.model import leaf_layers
@@ -47,7 +48,7 @@ def _forward_log_odds(model: keras.Model, images: tf.Tensor, layer_name: str, ta
     return features, logits[:, 1] - logits[:, 0]
 
 
-def gradcam_raw(model: keras.Model, images, layer_name: str = DEFAULT_LAYER) -> np.ndarray:
+def gradcam_raw(model: keras.Model, images: npt.ArrayLike, layer_name: str = DEFAULT_LAYER) -> np.ndarray:
     """Maps at the layer's resolution, shape (N, h, w), in log-odds units per cell (>= 0)."""
     images = tf.convert_to_tensor(images, dtype=tf.float32)
     with tf.GradientTape() as tape:
@@ -56,14 +57,14 @@ def gradcam_raw(model: keras.Model, images, layer_name: str = DEFAULT_LAYER) -> 
     return tf.nn.relu(tf.reduce_sum(gradients * features, axis=-1)).numpy()
 
 
-def gradcam_maps(model: keras.Model, images, layer_name: str = DEFAULT_LAYER) -> np.ndarray:
+def gradcam_maps(model: keras.Model, images: npt.ArrayLike, layer_name: str = DEFAULT_LAYER) -> np.ndarray:
     """Maps (N, H, W) at input resolution (bilinear upsampling), unnormalised: the report compares them."""
     raw = gradcam_raw(model, images, layer_name)
     height, width = int(np.shape(images)[1]), int(np.shape(images)[2])
     return tf.image.resize(raw[..., np.newaxis], (height, width), method="bilinear")[..., 0].numpy()
 
 
-def gradcam(model: keras.Model, images, layer_name: str = DEFAULT_LAYER) -> np.ndarray:
+def gradcam(model: keras.Model, images: npt.ArrayLike, layer_name: str = DEFAULT_LAYER) -> np.ndarray:
     """Heatmaps (N, H, W) in [0, 1]: `gradcam_maps` with each map scaled by its max (an all-zero map stays zero)."""
     maps = gradcam_maps(model, images, layer_name)
     peaks = maps.reshape(len(maps), -1).max(axis=1)

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common.engine import Engine, EngineUnavailable, detect, find_binary
@@ -61,7 +62,7 @@ def python_minor(image: str) -> str:
     return f"{match[1]}.{match[2]}"
 
 
-def ensure_base(binary: str, echo=print) -> str:
+def ensure_base(binary: str, echo: Callable[[str], None] = print) -> str:
     """The base image to build on: the published one if present or pullable, else the local Debian one."""
     published = published_base()
     plain = Engine(binary)
@@ -79,7 +80,7 @@ def ensure_base(binary: str, echo=print) -> str:
     return local
 
 
-def build_debian_base(engine: Engine, image: str, minor: str, echo=print) -> None:
+def build_debian_base(engine: Engine, image: str, minor: str, echo: Callable[[str], None] = print) -> None:
     if shutil.which("debootstrap") is None:
         raise EngineUnavailable("debootstrap is not installed (make container-deps installs it)")
     if os.geteuid() != 0:

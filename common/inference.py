@@ -8,6 +8,7 @@ the doubly flipped image, evaluated as one batch of four times the size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import pandas as pd
 import tensorflow as tf
 
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
-from common.data import SCORE_COLUMNS, Preprocessing, check_image_size, evaluation_dataset
+from common.data import SCORE_COLUMNS, evaluation_dataset
+from common.model_folder import Preprocessing, image_sizes
 from common.profile import Profile
 from common.progress import track
 
@@ -27,7 +29,7 @@ def flip_variants(images: tf.Tensor) -> tf.Tensor:
     return tf.concat([images, tf.reverse(images, [2]), tf.reverse(images, [1]), tf.reverse(images, [1, 2])], axis=0)
 
 
-def make_scorer(model: keras.Model, *, tta: bool):
+def make_scorer(model: keras.Model, *, tta: bool) -> Callable[[tf.Tensor], tf.Tensor]:
     """A compiled function from an input batch to P(cancer) per image."""
 
     @tf.function(reduce_retracing=True)
@@ -40,7 +42,8 @@ def make_scorer(model: keras.Model, *, tta: bool):
     return score
 
 
-def make_scorer_with_features(model: keras.Model, *, tta: bool):
+def make_scorer_with_features(model: keras.Model, *, tta: bool
+                              ) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """Like `make_scorer`, plus the penultimate features (the head's global average pool of the original,
     unflipped image) from the same forward pass, for the report's domain-shift diagnostics."""
     trunk, head = model.layers[:-1], model.layers[-1]
@@ -74,10 +77,9 @@ def predict_scores_and_features(
 def _predict(model, frame, prep, batch_size, tta, progress, *, features: bool):
     if frame.empty:
         return np.empty(0, dtype=np.float32), np.empty((0, 0), dtype=np.float32)
-    check_image_size(frame, prep.height, prep.width)
-    if tuple(model.input_shape[1:3]) != (prep.height, prep.width):
-        raise UnusableInput(f"model input {model.input_shape[1:3]} differs from its preprocessing size")
-    score = (make_scorer_with_features if features else make_scorer)(model, tta=tta)
+    image_sizes(frame["path"].iloc[:1], prep.height, prep.width)  # fail early, not deep inside a tf.data graph
+    prep.require_model_size(model.input_shape)
+    score: Callable[[tf.Tensor], Any] = (make_scorer_with_features if features else make_scorer)(model, tta=tta)
     batches = evaluation_dataset(frame, prep, batch_size=batch_size, labels=False)
     total = math.ceil(len(frame) / batch_size)
     outputs = [score(batch) for batch in track(batches, total, "scoring", "batch", enabled=progress)]

@@ -9,16 +9,19 @@ two models scored on the same cases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
 Z95 = 1.959963984540054
 
 
-def roc_auc(labels, scores) -> float:
+def roc_auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Mann-Whitney estimate of the AUC (ties count one half); NaN when a class is absent."""
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=float)
@@ -29,14 +32,21 @@ def roc_auc(labels, scores) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FPR, TPR) at every distinct score threshold, from (0, 0) to (1, 1); vectorised because the
-    bootstrap band calls it thousands of times."""
+def threshold_sweep(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, true positives, false positives) when predicting positive at score >= t, for every distinct
+    score t from the highest down (scikit-learn's `_binary_clf_curve`): the one sweep that the ROC, the G-mean
+    threshold and the average precision read; vectorised because bootstraps call it thousands of times."""
+    y, s = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
     order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order].astype(bool)
+    s_sorted, y_sorted = s[order], y[order]
     last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]
     tp = np.cumsum(y_sorted)[last]
-    fp = last + 1 - tp
+    return s_sorted[last], tp, last + 1 - tp
+
+
+def roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct score threshold, from (0, 0) to (1, 1)."""
+    _, tp, fp = threshold_sweep(y, s)
     return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
 
 
@@ -47,41 +57,57 @@ def roc_area(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
 
 
-def bootstrap_auc_ci(
-    labels, scores, *, n_boot: int, seed: int, groups=None, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the AUC.
+def bootstrap_replicates(statistic: Callable[[np.ndarray, np.ndarray], Any], labels: npt.ArrayLike,
+                         scores: npt.ArrayLike, *, n_boot: int, seed: int,
+                         groups: npt.ArrayLike | None = None) -> np.ndarray:
+    """`statistic(y, s)` on `n_boot` resamples of the cases, drawn with replacement: the one bootstrap behind
+    the AUC interval, the report's ROC band and the operating-point intervals, so that they describe the same
+    uncertainty.
 
-    With `groups`, whole groups (patients) are resampled so correlated images of one patient never
-    count as independent evidence. Resamples that miss a class are redrawn rather than dropped, so the
-    interval always rests on `n_boot` valid replicates.
+    With `groups`, whole groups (patients) are resampled so correlated images of one patient never count as
+    independent evidence. Resamples that miss a class are redrawn rather than dropped, so every result rests
+    on `n_boot` valid replicates.
     """
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=float)
     if y.all() or not y.any():
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
+        raise ValueError("a bootstrap of a classifier needs both classes")
     if groups is None:
         members = [np.array([i]) for i in range(len(y))]
     else:
         codes, uniques = pd.factorize(pd.Series(groups))
         members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
-    aucs = np.empty(n_boot)
-    done = 0
-    while done < n_boot:
-        picks = rng.integers(0, len(members), size=len(members))
-        index = np.concatenate([members[p] for p in picks])
+    rng = np.random.default_rng(seed)
+    values: list[Any] = []
+    while len(values) < n_boot:
+        index = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
         yb = y[index]
         if yb.all() or not yb.any():
             continue
-        aucs[done] = roc_area(yb, s[index])
-        done += 1
+        values.append(statistic(yb, s[index]))
+    return np.asarray(values)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """[low, high] percentile interval of bootstrap replicates (per column when each replicate is a vector)."""
     tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(aucs, [tail, 100 - tail])
+    return np.percentile(replicates, [tail, 100 - tail], axis=0)
+
+
+def bootstrap_auc_ci(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, *, n_boot: int, seed: int, groups: npt.ArrayLike | None = None,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the AUC (`bootstrap_replicates`); NaN when a class is absent."""
+    y = np.asarray(labels).astype(bool)
+    if y.all() or not y.any():
+        return (float("nan"), float("nan"))
+    aucs = bootstrap_replicates(roc_area, y, scores, n_boot=n_boot, seed=seed, groups=groups)
+    lo, hi = percentile_interval(aucs, level)
     return (float(lo), float(hi))
 
 
-def gmean_threshold(labels, scores) -> float:
+def gmean_threshold(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Score threshold (predict positive when score >= t) that maximises sqrt(sens x spec).
 
     Candidates are the observed scores; on ties of G-mean the higher threshold wins (fewer recalls).
@@ -90,14 +116,9 @@ def gmean_threshold(labels, scores) -> float:
     s = np.asarray(scores, dtype=float)
     if y.all() or not y.any():
         raise ValueError("G-mean threshold needs both classes in the validation split")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(~y_sorted)
-    last_of_value = np.r_[s_sorted[1:] != s_sorted[:-1], True]
-    thresholds = s_sorted[last_of_value]
-    sens = tp[last_of_value] / y.sum()
-    spec = 1 - fp[last_of_value] / (~y).sum()
+    thresholds, tp, fp = threshold_sweep(y, s)
+    sens = tp / y.sum()
+    spec = 1 - fp / (~y).sum()
     gmean = np.sqrt(sens * spec)
     best = np.flatnonzero(gmean >= gmean.max() - 1e-12)[0]
     return float(thresholds[best])
@@ -114,7 +135,7 @@ def wilson_ci(successes: int, trials: int) -> tuple[float, float]:
     return (float(centre - half), float(centre + half))
 
 
-def binary_metrics(labels, scores, threshold: float) -> dict[str, Any]:
+def binary_metrics(labels: npt.ArrayLike, scores: npt.ArrayLike, threshold: float) -> dict[str, Any]:
     """Confusion counts, sensitivity, specificity and accuracy (with Wilson CIs) at a fixed threshold."""
     y = np.asarray(labels).astype(bool)
     predicted = np.asarray(scores, dtype=float) >= threshold
@@ -185,6 +206,57 @@ def evaluate(frame: pd.DataFrame, *, level: str, n_boot: int, seed: int) -> dict
     }
 
 
+@dataclass(frozen=True)
+class PairedScores:
+    """Two models' test scores on the cases both scored, aligned by id, and what the pairing left out."""
+
+    labels: np.ndarray
+    scores_a: np.ndarray
+    scores_b: np.ndarray
+    n_a: int  # test cases model a scored
+    n_b: int
+    shared: int  # test cases both scored (conflicting ones included)
+    conflicting: int  # shared cases whose two labels differ: left out of the arrays
+
+    @property
+    def unshared(self) -> int:
+        """Test cases of the larger side that the other model did not score (left out)."""
+        return max(self.n_a, self.n_b) - self.shared
+
+    @property
+    def note(self) -> str:
+        notes = [f"{self.unshared} test case(s) scored by only one model left out"] if self.unshared else []
+        if self.conflicting:
+            notes.append(f"{self.conflicting} case(s) with conflicting labels left out")
+        return "; ".join(notes)
+
+
+def paired_test_scores(a: pd.DataFrame, b: pd.DataFrame, *, level: str, patient_rule: str = "max") -> PairedScores:
+    """Labels and both score vectors of the test cases two scores.csv frames share, joined by image_id (by
+    patient_id at patient level, an image-level frame first collapsed by `patient_rule`).
+
+    It always pairs what can be paired and counts what it left out, never silently: a paired test answers
+    for the shared cases only, so each caller decides what a left-out case means. The retraining gate
+    refuses any (a champion must be judged on the whole locked test set); the report tests the shared cases
+    and prints the note. An id scored twice on one side raises (pandas' MergeError, a ValueError).
+    """
+    key = "image_id" if level == "image" else "patient_id"
+    sides = [_test_cases(frame, level, patient_rule) for frame in (a, b)]
+    joined = sides[0].merge(sides[1], on=key, suffixes=("_a", "_b"), validate="one_to_one")
+    disagree = joined["label_a"] != joined["label_b"]
+    agreed = joined[~disagree]
+    return PairedScores(agreed["label_a"].to_numpy().astype(int), agreed["score_a"].to_numpy(float),
+                        agreed["score_b"].to_numpy(float), len(sides[0]), len(sides[1]), len(joined),
+                        int(disagree.sum()))  # fmt: skip
+
+
+def _test_cases(frame: pd.DataFrame, level: str, patient_rule: str) -> pd.DataFrame:
+    if level == "patient" and "image_id" in frame.columns:
+        frame = patient_scores(frame, how=patient_rule)
+    key = "image_id" if level == "image" else "patient_id"
+    return frame.loc[frame["split"] == "test", [key, "label", "score"]]
+
+
 def _delong_components(y: np.ndarray, score_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-model AUCs and the structural components V10 (positives) and V01 (negatives) of DeLong et al. 1988."""
     pos, neg = score_sets[:, y], score_sets[:, ~y]
@@ -207,7 +279,7 @@ def _delong_cov(y: np.ndarray, score_sets: np.ndarray) -> tuple[np.ndarray, np.n
     return aucs, s10 / v10.shape[1] + s01 / v01.shape[1]
 
 
-def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float]:
+def delong_ci(labels: npt.ArrayLike, scores: npt.ArrayLike, level: float = 0.95) -> tuple[float, float]:
     """Asymptotic DeLong CI of one AUC, clipped to [0, 1]."""
     y = np.asarray(labels).astype(bool)
     if y.all() or not y.any():
@@ -218,7 +290,7 @@ def delong_ci(labels, scores, level: float = 0.95) -> tuple[float, float]:
     return (float(max(0.0, aucs[0] - half)), float(min(1.0, aucs[0] + half)))
 
 
-def delong_test(labels, scores_a, scores_b) -> tuple[float, float, float]:
+def delong_test(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLike) -> tuple[float, float, float]:
     """Two-sided DeLong test that two models scored on the same cases have equal AUC: (auc_a, auc_b, p)."""
     y = np.asarray(labels).astype(bool)
     sets = np.vstack([np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)])
@@ -230,7 +302,8 @@ def delong_test(labels, scores_a, scores_b) -> tuple[float, float, float]:
     return float(aucs[0]), float(aucs[1]), float(2 * stats.norm.sf(abs(z)))
 
 
-def delong_difference_ci(labels, scores_a, scores_b, level: float = 0.95) -> tuple[float, float]:
+def delong_difference_ci(labels: npt.ArrayLike, scores_a: npt.ArrayLike, scores_b: npt.ArrayLike,
+                         level: float = 0.95) -> tuple[float, float]:
     """CI of AUC_a - AUC_b; the non-inferiority gate compares its lower end with -margin."""
     y = np.asarray(labels).astype(bool)
     sets = np.vstack([np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)])

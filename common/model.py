@@ -17,6 +17,7 @@ settings, so a new stage rebuilds the model with its own values and copies the w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -203,7 +204,7 @@ def leaf_layers(model: keras.Layer) -> list[keras.Layer]:
     return [model]
 
 
-def load_model(path) -> keras.Model:
+def load_model(path: str | Path) -> keras.Model:
     """Load a saved End2End model for inference or as a starting point (training state is not needed).
 
     A folder can carry `_SUCCESS.json` and still hold a damaged file (a copy cut short, a full disk on a

@@ -13,10 +13,12 @@ chance level is the prevalence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
@@ -27,66 +29,54 @@ NAN = float("nan")
 _NO_POINT = {"sensitivity": NAN, "sensitivity_ci95": [NAN, NAN], "specificity": NAN, "specificity_ci95": [NAN, NAN]}
 
 
-def _roc(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def _roc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Every ROC vertex from (0, 0), one per distinct threshold (common.metrics.roc_points, equal to
     scikit-learn's roc_curve without dropped points but fast enough for thousands of bootstrap replicates)."""
     return metrics.roc_points(np.asarray(labels).astype(int), np.asarray(scores, dtype=float))
 
 
-def sensitivity_at_specificity(labels, scores, target: float) -> float:
+def sensitivity_at_specificity(labels: npt.ArrayLike, scores: npt.ArrayLike, target: float) -> float:
     fpr, tpr = _roc(labels, scores)
     return float(tpr[fpr <= 1 - target + 1e-12].max())
 
 
-def specificity_at_sensitivity(labels, scores, target: float) -> float:
+def specificity_at_sensitivity(labels: npt.ArrayLike, scores: npt.ArrayLike, target: float) -> float:
     fpr, tpr = _roc(labels, scores)
     return float(1 - fpr[tpr >= target - 1e-12].min())
 
 
-def auprc(labels, scores) -> float:
+def auprc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     y = np.asarray(labels).astype(int)
     return float(average_precision_score(y, np.asarray(scores, dtype=float))) if y.any() else float("nan")
 
 
-def average_precision(labels, scores) -> float:
+def average_precision(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """scikit-learn's average precision, sum over distinct thresholds of (recall step) x precision, in numpy:
     the bootstrap calls it thousands of times and sklearn's input validation dominates there."""
-    y, s = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last = np.r_[np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), len(s_sorted) - 1]
-    tp = np.cumsum(y_sorted)[last]
+    _, tp, fp = metrics.threshold_sweep(labels, scores)
     recall = tp / tp[-1]
-    precision = tp / (last + 1)
+    precision = tp / (tp + fp)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def pr_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def pr_curve(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) for the figure, from scikit-learn."""
     precision, recall, _ = precision_recall_curve(np.asarray(labels).astype(int), np.asarray(scores, dtype=float))
     return recall, precision
 
 
-def bootstrap_ci(statistic, labels, scores, groups, *, n_boot: int, seed: int, level: float = 0.95):
-    """Percentile CI of statistic(y, s) over patient resamples; replicates missing a class are redrawn."""
-    y, s = np.asarray(labels).astype(int), np.asarray(scores, dtype=float)
+def bootstrap_ci(statistic: Callable[[np.ndarray, np.ndarray], float], labels: npt.ArrayLike, scores: npt.ArrayLike,
+                 groups: npt.ArrayLike, *, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of statistic(y, s) over patient resamples (common.metrics.bootstrap_replicates)."""
+    y = np.asarray(labels).astype(int)
     if y.min() == y.max():
         return (float("nan"), float("nan"))
-    codes, uniques = pd.factorize(pd.Series(groups))
-    members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
-    rng = np.random.default_rng(seed)
-    values = []
-    while len(values) < n_boot:
-        index = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
-        if y[index].min() == y[index].max():
-            continue
-        values.append(statistic(y[index], s[index]))
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
+    replicates = metrics.bootstrap_replicates(statistic, y, scores, n_boot=n_boot, seed=seed, groups=groups)
+    low, high = metrics.percentile_interval(replicates, level)
     return (float(low), float(high))
 
 
-def validation_threshold(labels, scores, target: float, kind: str) -> float:
+def validation_threshold(labels: npt.ArrayLike, scores: npt.ArrayLike, target: float, kind: str) -> float:
     """Lowest validation threshold (predict positive when score >= t) whose validation specificity
     (kind "specificity") or sensitivity (kind "sensitivity") reaches the target.
 

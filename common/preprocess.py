@@ -38,7 +38,7 @@ from common.dicom import DicomError, cbis_patient_id, read_dicom
 from common.input_files import find_input_files
 from common.profile import Profile
 from common.progress import progress_bar
-from common.workers import map_surviving, worker_count
+from common.workers import run_tasks
 
 # Orientation analysis happens on a thumbnail of this many rows: enough to find the breast, cheap to do.
 THUMBNAIL_ROWS = 256
@@ -215,7 +215,8 @@ def _write_index(rows: list[dict[str, Any]], rejected: list[dict[str, Any]], coh
     }
 
 
-def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
+def read_image_table(path: str | Path, input_root: Path, patients: set[str]
+                     ) -> tuple[dict[str, tuple[str, str, str, int]], list[Path], list[dict[str, str]]]:
     """(table by source_file, files to read, rejected rows) from image_table.csv; bad rows are rejected, not fatal."""
     columns = ["file", "patient_id", "laterality", "view", "label"]
     try:
@@ -225,7 +226,9 @@ def read_image_table(path: str | Path, input_root: Path, patients: set[str]):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise UnusableInput(f"image table {path}: missing columns {', '.join(missing)}")
-    table, files, rejected = {}, [], []
+    table: dict[str, tuple[str, str, str, int]] = {}
+    files: list[Path] = []
+    rejected: list[dict[str, str]] = []
     for row in frame.itertuples():
         if row.file in table:
             reason = "listed twice in the image table"
@@ -318,20 +321,13 @@ def _run(files: list[Path], settings: Settings, workers: int | None) -> Iterator
             tasks.append((index, path, relative, key, stamp))
     settings.partial_dir.mkdir(parents=True, exist_ok=True)
     progress = progress_bar(len(files), "preprocess", "file", initial=len(results))
-    workers = worker_count(workers, len(tasks))
     with progress:
-        if workers == 1:
-            _init_worker(settings, single_threaded=False)
-            computed = map(_process_file, tasks)
-        else:
-            computed = map_surviving(_process_file, tasks, workers, on_lost=_lost, initializer=_init_worker,
-                                     initargs=(settings, True), done=progress.update, label="preprocess")
+        computed = run_tasks(_process_file, tasks, workers, on_lost=_lost, label="preprocess", done=progress.update,
+                             initializer=_init_worker, initargs=(settings, True), in_process_initargs=(settings, False))
         for index in range(len(files)):
             result = results.pop(index, None)
             if result is None:
                 result = next(computed)
-                if workers == 1:
-                    progress.update()
             if "row" in result:
                 key = journal.entry_key(result["row"]["source_file"])
                 result["pending"] = journal.outputs(settings.partial_dir, key)

@@ -278,7 +278,7 @@ def _convert(hint: Any, value: Any, source: str, key: str) -> Any:
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):  # `X | None`
         return None if value is None else _convert(next(a for a in args if a is not type(None)), value, source, key)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ProfileError(f"profile {source}: {key} must be a mapping, got {value!r}")
         return _build(hint, value, source, f"{key}.")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from common.artifacts import SUCCESS, atomic_write_json, require_success, step_output
 from common.constants import RETRAIN
@@ -62,8 +63,8 @@ class GateResult:
         return asdict(self)
 
 
-def champion_challenger_gate(labels, champion_scores, challenger_scores, margin: float,
-                             alpha: float = RETRAIN.alpha) -> GateResult:
+def champion_challenger_gate(labels: npt.ArrayLike, champion_scores: npt.ArrayLike, challenger_scores: npt.ArrayLike,
+                             margin: float, alpha: float = RETRAIN.alpha) -> GateResult:
     """Decide whether the challenger may replace the champion (paired DeLong non-inferiority test)."""
     from common.metrics import delong_difference_ci, delong_test
 

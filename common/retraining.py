@@ -31,6 +31,7 @@ import pandas as pd
 from common import telemetry
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
 from common.constants import RETRAIN
+from common.metrics import PairedScores, paired_test_scores
 from common.registry import Champion, ModelRegistry, champion_challenger_gate
 from common.storage import S3Uri, Storage
 
@@ -99,16 +100,16 @@ def locked_split_violations(previous: pd.DataFrame, current: pd.DataFrame) -> li
             if now.get(pid) != subset]
 
 
-def paired_test_scores(champion: pd.DataFrame, challenger: pd.DataFrame) -> pd.DataFrame:
-    """Both models' scores on the same test images (inner join on image_id; labels must agree)."""
-    a = champion[champion["split"] == "test"][["image_id", "label", "score"]]
-    b = challenger[challenger["split"] == "test"][["image_id", "label", "score"]]
-    joined = a.merge(b, on="image_id", suffixes=("_champion", "_challenger"), validate="one_to_one")
-    if not (joined["label_champion"] == joined["label_challenger"]).all():
+def locked_test_pairs(champion: pd.DataFrame, challenger: pd.DataFrame) -> PairedScores:
+    """Both models' scores on the same test images; a champion is judged on the whole locked test set, so any
+    image the two did not both score (or scored with different labels) refuses the gate."""
+    paired = paired_test_scores(champion, challenger, level="image")
+    if paired.conflicting:
         raise UnusableInput("champion and challenger scores disagree on test labels: they scored different data")
-    if len(joined) != len(a) or len(joined) != len(b):
-        raise UnusableInput(f"champion scored {len(a)} test images, challenger {len(b)}, only {len(joined)} shared")
-    return joined.rename(columns={"label_champion": "label"}).drop(columns="label_challenger")
+    if paired.unshared:
+        raise UnusableInput(f"champion scored {paired.n_a} test images, challenger {paired.n_b}, only "
+                            f"{paired.shared} shared")
+    return paired
 
 
 def merge_step_folders(folders: Sequence[Path], out: Path, key: str = "image_id") -> int:
@@ -229,9 +230,8 @@ def gate(inputs: GateInputs, storage: Storage) -> Decision:
     champion = Champion(**discovery["champion"])
     scored = {name: pd.read_csv(folder / "scores.csv", dtype={"image_id": str})
               for name, folder in (("champion", inputs.champion_scores), ("challenger", inputs.challenger_scores))}
-    paired = paired_test_scores(scored["champion"], scored["challenger"])
-    result = champion_challenger_gate(paired["label"], paired["score_champion"], paired["score_challenger"],
-                                      inputs.margin, inputs.alpha)
+    paired = locked_test_pairs(scored["champion"], scored["challenger"])
+    result = champion_challenger_gate(paired.labels, paired.scores_a, paired.scores_b, inputs.margin, inputs.alpha)
     lineage = {"parent": champion.model_id, "run_id": run_id, "new_studies": found,
                "hospital": discovery["hospital"], "training_data": str(state_prefix.join("data", run_id)),
                "finetune_config": inputs.config, "profile": inputs.profile, "promoted": result.promote}

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -144,7 +144,7 @@ def local_plan(step: str, argv: list[str], requested: int | None = None) -> list
     return plan(rows_in(table), requested or os.cpu_count() or 1, sharded.min_per_shard)
 
 
-def run_local(step: str, argv: list[str], env: Mapping[str, str], echo=print,
+def run_local(step: str, argv: list[str], env: Mapping[str, str], echo: Callable[[str], None] = print,
               requested: int | None = None) -> int:
     """Plan, the shards as parallel processes (one worker each), then the merge; the exit code of the first failure.
 

@@ -42,6 +42,7 @@ The `age_stratum` column is the stratum of the patient's group, i.e. the one the
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ def group_hash(seed: int, group_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def read_previous(path) -> pd.DataFrame:
+def read_previous(path: str | Path) -> pd.DataFrame:
     """A former split.csv whose assignments are to be kept."""
     try:
         previous = pd.read_csv(path, dtype=str, keep_default_na=False)

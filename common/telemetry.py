@@ -142,7 +142,7 @@ def _step_grouping() -> dict[str, str]:
 
 
 def _push(job: str, grouping: Mapping[str, str], values: Mapping[str, float],
-          labelled: Mapping[str, Mapping[tuple[str, ...], float]] | None = None) -> bool:
+          labelled: Mapping[str, Mapping[Any, float]] | None = None) -> bool:  # label values tuple -> value
     """POST gauges to the gateway under one group; returns False (after a warning) when it could not.
 
     NaN is pushed as NaN on purpose: it overwrites a value that no longer applies (a skipped run's AUC).

@@ -24,11 +24,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from common import distribute, telemetry
-from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json
+from common import distribute, model_folder, telemetry
+from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, plain
 from common.data import (
     Cohort,
-    Preprocessing,
     class_weights,
     evaluation_dataset,
     featurewise_mean,
@@ -37,7 +36,8 @@ from common.data import (
     training_dataset,
 )
 from common.determinism import configure_determinism
-from common.model import Architecture, build_end2end, load_model, parameter_counts, reconfigure, set_phase
+from common.model import Architecture, build_end2end, parameter_counts, reconfigure, set_phase
+from common.model_folder import Preprocessing
 from common.profile import Profile, StageSettings
 
 HISTORY_COLUMNS = ["epoch", "stage", "loss", "val_loss", "val_auc", "lr"]
@@ -63,7 +63,7 @@ def configure_runtime(profile: Profile) -> dict[str, Any]:
 class PositiveClassAUC(keras.metrics.AUC):
     """AUC of the cancer column only; Keras' AUC on a two-column softmax would pool both columns."""
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         return super().update_state(y_true[:, 1], y_pred[:, 1], sample_weight=sample_weight)
 
 
@@ -85,10 +85,10 @@ class EpochLog(keras.callbacks.Callback):
         self.rows: list[dict[str, Any]] = []
         self._lr = float("nan")
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         row = {"epoch": epoch, "stage": self.stage, "lr": self._lr}
         for column in ("loss", "val_loss", "val_auc"):
@@ -116,7 +116,7 @@ class BestWeights(keras.callbacks.Callback):
         self.path = path
         self.best: float | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         current = (logs or {}).get("val_loss")
         if current is not None and np.isfinite(current) and (self.best is None or current < self.best):
             self.best = float(current)
@@ -138,21 +138,22 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         "best_weights": ("best",),
     }
 
-    def __init__(self, backup_dir: Path, *, log: EpochLog, early_stopping, reduce_lr, best_weights: BestWeights):
+    def __init__(self, backup_dir: Path, *, log: EpochLog, early_stopping: keras.callbacks.EarlyStopping,
+                 reduce_lr: keras.callbacks.ReduceLROnPlateau, best_weights: BestWeights) -> None:
         super().__init__(str(backup_dir))
         self.log = log
         self.stateful = {"early_stopping": early_stopping, "reduce_lr": reduce_lr, "best_weights": best_weights}
         self.resumed_from_epoch = 0
 
-    def _save_model(self):
+    def _save_model(self) -> None:
         backup = Path(self.backup_dir)
         backup.mkdir(parents=True, exist_ok=True)
         _save_weights_atomically(self.model, Path(self._weights_path))
-        state = {name: {f: _plain(getattr(cb, f)) for f in self.FIELDS[name]} for name, cb in self.stateful.items()}
+        state = {name: {f: plain(getattr(cb, f)) for f in self.FIELDS[name]} for name, cb in self.stateful.items()}
         atomic_write_json(backup / self.STATE, {"epoch": self._current_epoch, "rows": self.log.rows, **state})
         atomic_write_json(Path(self._training_metadata_path), {"epoch": self._current_epoch, "batch": 0})
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         epoch = int(self.model._initial_epoch or 0)
         state_path = Path(self.backup_dir) / self.STATE
@@ -169,10 +170,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         if early.restore_best_weights and best.path.is_file():
             early.best_weights = _weights_in_file(self.model, best.path)
         print(f"resuming after epoch {epoch} from {self.backup_dir}", file=sys.stderr)
-
-
-def _plain(value):
-    return None if value is None else float(value) if isinstance(value, (float, np.floating)) else value
 
 
 def _weights_in_file(model: keras.Model, path: Path) -> list[np.ndarray]:
@@ -195,7 +192,7 @@ class FitOutcome:
     resumed_from_epoch: int
     epochs_run: int = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.epochs_run = len(self.history)
 
 
@@ -288,53 +285,27 @@ def _train_phase(
     source_name: str | None = None,
     verbose: int = 2,
 ) -> TrainingRun:
-    """Train one phase on the train split of `images`, validating on its validation split.
-
-    Pretraining computes the featurewise mean of its own training split (as Shen did for each
-    dataset); fine-tuning keeps the mean of the model it starts from, as the thesis subtracted the
-    public training mean from its private images.
-    """
+    """Train one phase on the train split of `images`, validating on its validation split: the starting model,
+    the cohort at its input size, the preprocessing constants (`_phase_preprocessing`), then `fit`."""
     runtime = configure_runtime(profile)
     settings = profile.training.phase(phase)
     seed = profile.training.seed
     keras.utils.set_random_seed(seed)
-    if init_model is None:
-        model = build_end2end(
-            Architecture.from_profile(profile), dropout=settings.dropout, weight_decay=settings.weight_decay
-        )
-        start = None
-    else:
-        start = Preprocessing.read(init_model)
-        model = reconfigure(
-            load_model(_model_file(init_model)), dropout=settings.dropout, weight_decay=settings.weight_decay
-        )
-    height, width = int(model.input_shape[1]), int(model.input_shape[2])
-    cohort = join_images_with_split(images, split).with_size(height, width)
-    cohort.warn()
-    train, validation = cohort.split("train"), cohort.split("validation")
-    require_both_classes(train, f"the train split of {images}")
-    require_both_classes(validation, f"the validation split of {images}")
-    if phase == "pretrain":
-        name = source_name or Path(images).name
-        prep = Preprocessing(featurewise_mean(train["path"]), height, width, f"train split of {name}")
-    elif start is None:
-        raise UnusableInput("fine-tuning needs --model: a folder with model.keras and preprocessing.json")
-    else:
-        prep = start
+    model, start = _starting_model(profile, settings, init_model)
+    cohort, train, validation = _phase_cohort(images, split, model)
+    prep = _phase_preprocessing(phase, start, train, source_name or Path(images).name, model)
     set_phase(model, phase)
     compile_for(model, settings, jit_compile=runtime["jit_compile"])
 
     weights = class_weights(train["label"])
     augmentation = profile.training.augmentation
-    train_ds = training_dataset(
-        train, prep, batch_size=settings.batch_size, augmentation=augmentation, weights=weights, seed=seed
-    )
-    val_ds = evaluation_dataset(validation, prep, batch_size=settings.batch_size, labels=True)
+    batch = settings.batch_size if settings.batch_size is not None else profile.training.batch_size
+    train_ds = training_dataset(train, prep, batch_size=batch, augmentation=augmentation, weights=weights, seed=seed)
+    val_ds = evaluation_dataset(validation, prep, batch_size=batch, labels=True)
     fingerprint = _fingerprint(
         asdict(settings), asdict(prep), seed, str(init_model), train[["image_id", "label"]].values.tolist()
     )
     outcome = fit(model, train_ds, val_ds, settings, out_dir, step=step, fingerprint=fingerprint, verbose=verbose)
-
     record = {
         "phase": phase,
         "settings": asdict(settings),
@@ -344,13 +315,7 @@ def _train_phase(
         "monitor": "val_loss",
         "augmentation": asdict(augmentation),
         "class_weights": {str(k): v for k, v in weights.items()},
-        "counts": {
-            "train_images": len(train),
-            "train_positive": int(train["label"].sum()),
-            "validation_images": len(validation),
-            "validation_positive": int(validation["label"].sum()),
-            "left_out_images": len(cohort.problems),
-        },
+        "counts": _phase_counts(train, validation, cohort),
         "parameters": parameter_counts(model),
         "init_model": None if init_model is None else str(init_model),
         "best_epoch": outcome.best_epoch,
@@ -363,22 +328,50 @@ def _train_phase(
     return TrainingRun(model=model, preprocessing=prep, cohort=cohort, record=record)
 
 
-def _model_file(directory: Path) -> Path:
-    path = Path(directory) / "model.keras"
-    if not path.is_file():
-        raise UnusableInput(f"{directory} has no model.keras")
-    return path
+def _starting_model(profile: Profile, settings: StageSettings,
+                    init_model: Path | None) -> tuple[keras.Model, Preprocessing | None]:  # fmt: skip
+    """A fresh End2End (pretraining from scratch) or the model folder a phase continues from, with its constants;
+    either carries this phase's dropout and weight decay."""
+    if init_model is None:
+        return build_end2end(Architecture.from_profile(profile), dropout=settings.dropout,
+                             weight_decay=settings.weight_decay), None  # fmt: skip
+    loaded, start = model_folder.read(init_model)
+    return reconfigure(loaded, dropout=settings.dropout, weight_decay=settings.weight_decay), start
 
 
-def write_model_folder(model: keras.Model, preprocessing: Preprocessing, out_dir: Path) -> None:
-    """model.keras (atomically) and the preprocessing.json that must travel with it."""
-    partial = out_dir / "model.partial.keras"
-    model.save(partial)
-    os.replace(partial, out_dir / "model.keras")
-    preprocessing.write(out_dir)
+def _phase_cohort(images: Path, split: Path, model: keras.Model) -> tuple[Cohort, pd.DataFrame, pd.DataFrame]:
+    """The images of the model's input size, and their train and validation splits (each with both classes)."""
+    cohort = join_images_with_split(images, split).with_size(int(model.input_shape[1]), int(model.input_shape[2]))
+    cohort.warn()
+    train, validation = cohort.split("train"), cohort.split("validation")
+    require_both_classes(train, f"the train split of {images}")
+    require_both_classes(validation, f"the validation split of {images}")
+    return cohort, train, validation
+
+
+def _phase_preprocessing(phase: str, start: Preprocessing | None, train: pd.DataFrame, source: str,
+                         model: keras.Model) -> Preprocessing:  # fmt: skip
+    """Pretraining computes the featurewise mean of its own training split (as Shen did for each dataset);
+    fine-tuning keeps the mean of the model it starts from, as the thesis subtracted the public training mean
+    from its private images."""
+    if phase == "pretrain":
+        height, width = int(model.input_shape[1]), int(model.input_shape[2])
+        return Preprocessing(featurewise_mean(train["path"]), height, width, f"train split of {source}")
+    if start is None:
+        raise UnusableInput("fine-tuning needs --model: a folder with model.keras and preprocessing.json")
+    return start
+
+
+def _phase_counts(train: pd.DataFrame, validation: pd.DataFrame, cohort: Cohort) -> dict[str, int]:
+    return {
+        "train_images": len(train),
+        "train_positive": int(train["label"].sum()),
+        "validation_images": len(validation),
+        "validation_positive": int(validation["label"].sum()),
+        "left_out_images": len(cohort.problems),
+    }
 
 
 def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
     """A trained model's folder: model.keras, preprocessing.json, training.json; history.csv is already there."""
-    write_model_folder(run.model, run.preprocessing, out_dir)
-    atomic_write_json(out_dir / "training.json", run.record)
+    model_folder.write(out_dir, run.model, run.preprocessing, training=run.record)

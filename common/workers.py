@@ -76,6 +76,36 @@ def map_surviving(
     yield from ready()
 
 
+def run_tasks(
+    fn: Callable[[T], R],
+    tasks: Sequence[T],
+    requested: int | None,
+    *,
+    on_lost: Callable[[T], R],
+    label: str,
+    done: Callable[[], None] = lambda: None,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+    in_process_initargs: tuple[Any, ...] | None = None,
+) -> Iterator[R]:
+    """`fn` over `tasks`, results in task order, `done()` after each: the batch runner of the CPU steps.
+
+    One worker (`worker_count`) runs the tasks in this process - no pool to spawn for a small batch - after
+    `initializer(*in_process_initargs)` when those are given; more run on `map_surviving`'s pool.
+    """
+    workers = worker_count(requested, len(tasks))
+    if workers > 1:
+        yield from map_surviving(fn, tasks, workers, on_lost=on_lost, initializer=initializer, initargs=initargs,
+                                 done=done, label=label)
+        return
+    if initializer is not None and in_process_initargs is not None:
+        initializer(*in_process_initargs)
+    for task in tasks:
+        result = fn(task)
+        done()
+        yield result
+
+
 def worker_count(requested: int | None, tasks: int) -> int:
     """Processes worth starting: the request (default: all cores), never more than there are tasks."""
     return max(1, min(requested or os.cpu_count() or 1, tasks or 1))

@@ -12,22 +12,27 @@ import argparse
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from common import model_folder
 from common.artifacts import UnusableInput, atomic_write_csv, atomic_write_json, require_success, step_output
-from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
-from common.data import Preprocessing, join_images_with_split
+from common.checkpoint import CheckpointMatch, CheckpointMismatch, load_keras2_weights, published_mean
+from common.data import join_images_with_split
 from common.determinism import configure_determinism
 from common.inference import score_frame_with_features, write_scores_and_metrics
-from common.model import Architecture, build_end2end, load_model
-from common.profile import DEFAULT_PROFILE, load_profile
-from common.training import write_model_folder
+from common.model import Architecture, build_end2end
+from common.model_folder import Preprocessing
+from common.profile import DEFAULT_PROFILE, Profile, load_profile
+
+if TYPE_CHECKING:
+    import keras
 
 HELP = "Score every image of a cohort with a baseline model (--model DIR or --checkpoint FILE.h5)."
 INPUT_ARGS = ("model", "checkpoint", "images", "split")
 OUTPUT_ARG = "out"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="model folder (model.keras, preprocessing.json)")
     source.add_argument("--checkpoint", help="Shen's Keras 2 HDF5 file, e.g. inbreast_vgg16_512x1.h5")
@@ -49,13 +54,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA")
 
 
-def _baseline(args, profile):
+def _baseline(args: argparse.Namespace, profile: Profile
+              ) -> tuple[keras.Model, Preprocessing, CheckpointMatch | None]:
     if args.model:
         require_success(args.model)
-        path = Path(args.model) / "model.keras"
-        if not path.is_file():
-            raise UnusableInput(f"{args.model} has no model.keras")
-        return load_model(path), Preprocessing.read(args.model), None
+        return (*model_folder.read(args.model), None)
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise UnusableInput(f"checkpoint {checkpoint} does not exist")
@@ -73,7 +76,7 @@ def _baseline(args, profile):
     return model, Preprocessing(float(mean), arch.height, arch.width, f"checkpoint {checkpoint.name}"), match
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     configure_determinism(profile)
     out = Path(args.out)
@@ -81,7 +84,7 @@ def run(args) -> int:
     with step_output("baseline-infer", out, inputs, profile) as record:
         model, prep, match = _baseline(args, profile)
         if match is not None:  # kept as a model folder: fine-tuning on real data starts from this output
-            write_model_folder(model, prep, out)
+            model_folder.write(out, model, prep)
             # Which checkpoint layer went into which model layer, so a user can audit the import.
             audit = {"checkpoint": Path(args.checkpoint).name, **match.as_json()}
             atomic_write_json(out / "checkpoint_match.json", audit)

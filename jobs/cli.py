@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from typing import NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the step's own lines
 
@@ -27,7 +28,7 @@ from jobs.startup import quiet_native_notices, stop_group_on_sigterm
 class Parser(argparse.ArgumentParser):
     """Usage errors in the project's one error style: one line on stderr, exit code 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
@@ -78,12 +79,12 @@ def _run_step(args: argparse.Namespace, argv: list[str]) -> int:
     # Success is pushed only once the output is published: staging sits inside the telemetry scope.
     with telemetry.step_run(args.step, profile=getattr(args, "profile", None)) as run:
         with storage.staged(args, getattr(module, "INPUT_ARGS", ()), output_arg):
-            out_dir = getattr(args, output_arg, None) if output_arg else None
-            with workfolder.step_folder(out_dir, stamp) if stamp else nullcontext() as target:
-                if target is not None:
+            out_dir: str | None = getattr(args, output_arg, None) if output_arg else None
+            with workfolder.step_folder(out_dir, stamp) if stamp and out_dir else nullcontext() as target:
+                if target is not None and output_arg:
                     setattr(args, output_arg, str(target))
                 code = module.run(args)
-            if target is not None:
+            if target is not None and output_arg:
                 setattr(args, output_arg, out_dir)  # the folder itself again, now that a replacement is in
             run.record_output(out_dir)
         run.succeeded = code == 0

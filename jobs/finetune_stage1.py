@@ -5,6 +5,7 @@ Configuration 1 trains Block 2 and the head, configuration 2 also Block 1; the b
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from common.artifacts import require_success, step_output
@@ -16,7 +17,7 @@ INPUT_ARGS = ("model", "images", "split")
 OUTPUT_ARG = "out"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="baseline model folder (model.keras, preprocessing.json)")
     parser.add_argument("--images", required=True, help="target preprocess output folder")
     parser.add_argument("--split", required=True, help="target split output folder")
@@ -25,7 +26,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     require_success(args.model)
     inputs = {"model": args.model, "images": args.images, "split": args.split, "config": args.config}

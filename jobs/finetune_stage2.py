@@ -19,7 +19,7 @@ INPUT_ARGS = ("model", "images", "split")
 OUTPUT_ARG = "out"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="stage-1 model folder")
     parser.add_argument("--images", required=True, help="target preprocess output folder")
     parser.add_argument("--split", required=True, help="target split output folder")
@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     require_success(args.model)
     out = Path(args.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from common.model import Architecture, phase_summary
@@ -12,12 +13,12 @@ INPUT_ARGS: tuple[str, ...] = ()
 OUTPUT_ARG = None
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["summary"])
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     summary = {"profile": profile.name, **phase_summary(Architecture.from_profile(profile))}
     print(json.dumps(summary, indent=2))

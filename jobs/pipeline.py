@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from common import pipeline, runner
-from common.artifacts import UnusableInput
+from common.artifacts import UnusableInput, error_line
 from common.datasets import DATASETS
 from common.profile import DEFAULT_PROFILE, PROFILE_NAMES, load_profile
 
@@ -58,11 +58,11 @@ def profile_name(text: str) -> str:
     try:
         load_profile(text)
     except (ValueError, OSError, yaml.YAMLError) as error:
-        raise argparse.ArgumentTypeError(f"{text}: {str(error).splitlines()[0]}") from None
+        raise argparse.ArgumentTypeError(f"{text}: {error_line(error)}") from None
     return text
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["run", "plan"], help="run the DAG, or say what a run would do")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, type=profile_name,
                         help=f"{'|'.join(PROFILE_NAMES)} or a profile YAML file")
@@ -83,7 +83,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--artifacts", help="podman executor: s3://bucket serving as Argo's artifact repository")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     params = {name: getattr(args, option[2:].replace("-", "_")) for option, (name, _) in DATA_OPTIONS.items()}
     given = {option for option in DATA_OPTIONS if getattr(args, option[2:].replace("-", "_")) is not None}
     for option in sorted(given):
@@ -124,7 +124,7 @@ def run(args) -> int:
     return 0
 
 
-def _run_in_containers(args, params) -> int:
+def _run_in_containers(args: argparse.Namespace, params: dict[str, str]) -> int:
     from common import containers
     from common.engine import EngineUnavailable
 

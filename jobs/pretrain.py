@@ -6,6 +6,7 @@ Source A only (`pretrain-a`), or source A then source B (`pretrain-ab`, started 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from common.artifacts import require_success, step_output
@@ -17,7 +18,7 @@ INPUT_ARGS = ("images", "split", "init_model")
 OUTPUT_ARG = "out"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", required=True, help="preprocess output folder (images/, images.csv)")
     parser.add_argument("--split", required=True, help="split output folder (split.csv)")
     parser.add_argument("--out", required=True, help="model folder to write")
@@ -26,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--source-name", help="name of the source domain, recorded in preprocessing.json")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     init_model = Path(args.init_model) if args.init_model else None
     if init_model is not None:

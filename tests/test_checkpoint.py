@@ -4,21 +4,18 @@ random weights, must reproduce that model's predictions; a file that does not fi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
-import keras
 import numpy as np
 import pandas as pd
 import pytest
-from test_training import write_cohort
+from helpers import mammo, random_model, write_cohort
 
 from common.checkpoint import CheckpointMismatch, load_keras2_weights, published_mean
-from common.data import Preprocessing
 from common.inference import predict_scores
 from common.model import Architecture, build_end2end, leaf_layers, load_model
+from common.model_folder import Preprocessing
 from common.profile import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,30 +38,6 @@ TOP = [
     ("dense_1", "head_dense"),
 ]
 SUFFIXES = {2: ("kernel", "bias"), 4: ("gamma", "beta", "moving_mean", "moving_variance")}
-
-
-def random_model(seed: int, input_scale: float = 1.0):
-    """A model whose every weight, BN statistics included, is random but keeps outputs unsaturated.
-
-    Kernels keep their (seeded) he_normal draw, the first one divided by the typical input magnitude.
-    """
-    keras.utils.set_random_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_end2end(ARCH, dropout=0.2, weight_decay=1e-4)
-    draws = {
-        "bias": lambda shape: rng.normal(0, 0.05, shape),
-        "gamma": lambda shape: rng.uniform(0.8, 1.2, shape),
-        "beta": lambda shape: rng.normal(0, 0.1, shape),
-        "moving_mean": lambda shape: rng.normal(0, 0.1, shape),
-        "moving_variance": lambda shape: rng.uniform(0.5, 2.0, shape),
-    }
-    for weight in model.weights:
-        kind = weight.path.split("/")[-1]
-        if kind in draws:
-            weight.assign(draws[kind](weight.shape).astype("float32"))
-    first = model.get_layer("backbone").get_layer("block1_conv1").kernel
-    first.assign(first / input_scale)
-    return model
 
 
 def write_keras2_h5(
@@ -220,24 +193,8 @@ def test_baseline_infer_with_a_checkpoint(tmp_path):
     checkpoint = tmp_path / "ddsm_vgg16_s10_512x1.h5"
     write_keras2_h5(source, checkpoint)
     out = tmp_path / "infer"
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "baseline-infer",
-        "--checkpoint",
-        str(checkpoint),
-        "--images",
-        str(images_dir),
-        "--split",
-        str(split_dir),
-        "--out",
-        str(out),
-        "--profile",
-        "ci",
-        "--no-tta",
-    ]
-    done = subprocess.run(command, check=True, cwd=ROOT, capture_output=True, text=True)
+    done = mammo("baseline-infer", checkpoint=checkpoint, images=images_dir, split=split_dir, out=out, profile="ci",
+                 tta=False)
     assert "backbone by layer name" in done.stderr
     audit = json.loads((out / "checkpoint_match.json").read_text())
     assert audit["checkpoint"] == checkpoint.name and audit["rule"].startswith("backbone by layer name")
@@ -259,7 +216,7 @@ def test_baseline_infer_with_a_checkpoint(tmp_path):
 
     broken = tmp_path / "ddsm_broken.h5"
     write_keras2_h5(source, broken, drop=("conv2d_1",))
-    command[command.index(str(checkpoint))] = str(broken)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    result = mammo("baseline-infer", checkpoint=broken, images=images_dir, split=split_dir, out=out, profile="ci",
+                   tta=False, check=False)
     assert result.returncode == 2
     assert "block1_conv" in result.stderr and "batch_normalization_1" in result.stderr

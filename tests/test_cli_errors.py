@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 
 import pytest
 import yaml
+from helpers import MAMMO
 
 from common import __version__
 from common.profile import load_profile
@@ -106,8 +106,8 @@ def test_pipeline_companion_arguments_and_unknown_task(tmp_path, capfd):
 
 
 def test_version_and_a_real_process_prints_nothing_else():
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", "--version"], capture_output=True, text=True)
+    result = subprocess.run([*MAMMO, "--version"], capture_output=True, text=True)
     assert (result.returncode, result.stdout) == (0, f"mammo {__version__}\n")
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", "baseline-infer", "--model", "m", "--images", "i",
+    result = subprocess.run([*MAMMO, "baseline-infer", "--model", "m", "--images", "i",
                              "--split", "s", "--out", "o", "--profile", "nope"], capture_output=True, text=True)
     assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr

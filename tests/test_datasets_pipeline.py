@@ -13,12 +13,12 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pydicom
 import pytest
+from helpers import MAMMO
 
 from common.cohort import image_label
 from common.profile import load_profile
@@ -107,7 +107,7 @@ def test_public_sources_and_an_unpaired_ageless_target_reach_a_report(tmp_path):
     sheet, inbreast = inbreast_download(tmp_path)
     dicom, cohort = hospital_without_ages_or_pairs(tmp_path)
     workdir = tmp_path / "work"
-    command = [sys.executable, "-m", "jobs.cli", "pipeline", "run", "--profile", "ci", "--workdir", str(workdir),
+    command = [*MAMMO, "pipeline", "run", "--profile", "ci", "--workdir", str(workdir),
                "--film", f"cbis-ddsm:{meta}:{cbis}", "--ffdm", f"inbreast:{sheet}:{inbreast}",
                "--dicom", str(dicom), "--cohort", str(cohort)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)

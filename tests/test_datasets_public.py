@@ -8,11 +8,11 @@ import csv
 import hashlib
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import MAMMO
 
 from common.cohort import image_label
 from common.synth import synthesize_cohort
@@ -22,7 +22,7 @@ VIEWS = [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
 
 
 def mammo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([*MAMMO, *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
 
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from test_checkpoint import random_model
-from test_training import HEIGHT, WIDTH, mammo, write_cohort, write_profile
+from helpers import HEIGHT, WIDTH, mammo, random_model, write_cohort, write_profile
 
-from common.data import Preprocessing, join_images_with_split
+from common.data import join_images_with_split
 from common.gradcam import DEFAULT_LAYER, gradcam, gradcam_maps, gradcam_raw
 from common.inference import predict_scores
 from common.metrics import roc_auc
 from common.model import load_model
+from common.model_folder import Preprocessing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,39 +81,15 @@ def trained(tmp_path_factory):
     images_dir, split_dir = write_cohort(root, n_patients=40, seed=21)
     profile = write_profile(root / "ci.yaml", pretrain={"epochs": 6})
     model_dir = root / "model"
-    mammo(
-        "pretrain",
-        "--images",
-        str(images_dir),
-        "--split",
-        str(split_dir),
-        "--out",
-        str(model_dir),
-        "--profile",
-        str(profile),
-    )
+    mammo("pretrain", images=images_dir, split=split_dir, out=model_dir, profile=profile)
     return images_dir, split_dir, model_dir, profile
 
 
 def test_model_learns_the_blob_task_and_baseline_infer_reports_it(trained, tmp_path):
     images_dir, split_dir, model_dir, profile = trained
     out = tmp_path / "infer"
-    mammo(
-        "baseline-infer",
-        "--model",
-        str(model_dir),
-        "--images",
-        str(images_dir),
-        "--split",
-        str(split_dir),
-        "--out",
-        str(out),
-        "--profile",
-        str(profile),
-        "--splits",
-        "test",
-        "--tta",
-    )
+    mammo("baseline-infer", model=model_dir, images=images_dir, split=split_dir, out=out, profile=profile,
+          splits="test", tta=True)
     scores = pd.read_csv(out / "scores.csv", dtype={"patient_id": str})
     assert set(scores["split"]) == {"validation", "test"}
     metrics = json.loads((out / "metrics.json").read_text())
@@ -165,27 +139,8 @@ def test_gradcam_mass_concentrates_on_the_region_the_decision_depends_on(trained
 
 def test_baseline_infer_refuses_a_model_folder_without_success(tmp_path):
     images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "baseline-infer",
-            "--model",
-            str(tmp_path / "nothing"),
-            "--images",
-            str(images_dir),
-            "--split",
-            str(split_dir),
-            "--out",
-            str(tmp_path / "out"),
-            "--profile",
-            "ci",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    result = mammo("baseline-infer", model=tmp_path / "nothing", images=images_dir, split=split_dir,
+                   out=tmp_path / "out", profile="ci", check=False)
     assert result.returncode == 2 and "_SUCCESS.json" in result.stderr
 
 

@@ -12,16 +12,15 @@ COHORT_HEADER = "patient_id,age,label,pair_id,cancer_laterality\n"
 
 
 def test_truncated_model_in_a_finished_folder_is_one_line_exit_2(tmp_path, capfd):
-    from common.data import Preprocessing
+    from common import model_folder
     from common.model import Architecture, build_end2end
     from common.profile import load_profile
-    from common.training import write_model_folder
 
     arch = Architecture.from_profile(load_profile("ci"))
     folder = tmp_path / "pretrain-a"
     with step_output("pretrain", folder, {}):
-        write_model_folder(build_end2end(arch, dropout=0.0, weight_decay=0.0),
-                           Preprocessing(50.0, arch.height, arch.width, "test"), folder)
+        model_folder.write(folder, build_end2end(arch, dropout=0.0, weight_decay=0.0),
+                           model_folder.Preprocessing(50.0, arch.height, arch.width, "test"))
     model = folder / "model.keras"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     code = main(["baseline-infer", "--model", str(folder), "--images", str(tmp_path / "images"),

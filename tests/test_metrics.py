@@ -177,3 +177,73 @@ def test_roc_area_equals_the_mann_whitney_auc_with_ties():
         y[:2] = (0, 1)
         s = np.round(rng.normal(size=40) + y, 1)
         assert roc_area(y, s) == pytest.approx(metrics.roc_auc(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_threshold_sweep_is_scikit_learns_roc_without_dropped_points(ties):
+    from sklearn.metrics import roc_curve
+
+    for seed in range(4):
+        y, s = _random_scores(seed, n=60, ties=ties)
+        thresholds, tp, fp = metrics.threshold_sweep(y, s)
+        fpr, tpr, sk_thresholds = roc_curve(y, s, drop_intermediate=False)
+        assert np.array_equal(thresholds, sk_thresholds[1:])  # sklearn starts with an extra +inf
+        assert np.allclose(tp / y.sum(), tpr[1:]) and np.allclose(fp / (1 - y).sum(), fpr[1:])
+        brute_tp = [int(((s >= t) & (y == 1)).sum()) for t in thresholds]
+        assert tp.tolist() == brute_tp
+
+
+def test_one_bootstrap_behind_the_auc_interval_and_the_roc_band():
+    """The report's band and the tabulated interval resample the same cases: each band replicate's curve has
+    the AUC of the interval's replicate with the same index."""
+    from common.report.figures import FPR_GRID, Curve, roc_band
+
+    y, s = _random_scores(4, n=50)
+    groups = np.repeat(np.arange(25), 2)
+    aucs = metrics.bootstrap_replicates(metrics.roc_area, y, s, n_boot=50, seed=9, groups=groups)
+    curves = []
+    metrics.bootstrap_replicates(lambda yb, sb: curves.append(metrics.roc_points(yb, sb)), y, s, n_boot=50, seed=9,
+                                 groups=groups)  # fmt: skip
+    for auc, (fpr, tpr) in zip(aucs, curves, strict=True):
+        assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2 == pytest.approx(auc, abs=1e-12)
+    low, high = roc_band(Curve("m", y, s, groups), n_boot=50, seed=9)
+    on_grid = np.array([np.interp(FPR_GRID, fpr, tpr) for fpr, tpr in curves])
+    tail = (1 - 0.95) / 2 * 100  # 2.5000000000000022, as the percentile interval computes it
+    assert np.array_equal(low, np.percentile(on_grid, tail, axis=0))
+    assert np.array_equal(high, np.percentile(on_grid, 100 - tail, axis=0))
+    assert metrics.bootstrap_auc_ci(y, s, n_boot=50, seed=9, groups=groups) == tuple(
+        np.percentile(aucs, [tail, 100 - tail]))
+
+
+def _scores(rows):
+    return pd.DataFrame(rows, columns=["image_id", "patient_id", "split", "label", "score"])
+
+
+def test_paired_test_scores_pairs_shared_cases_and_counts_what_it_left_out():
+    a = _scores([("i1", "p1", "test", 1, 0.9), ("i2", "p1", "test", 0, 0.2), ("i3", "p2", "test", 0, 0.4),
+                 ("i4", "p2", "test", 1, 0.7), ("v1", "p3", "validation", 1, 0.5)])  # fmt: skip
+    b = _scores([("i4", "p2", "test", 1, 0.6), ("i2", "p1", "test", 1, 0.3), ("i1", "p1", "test", 1, 0.8)])
+    paired = metrics.paired_test_scores(a, b, level="image")
+    # by hand: shared test ids i1, i2, i4 (in a's order); i2's labels conflict; i3 only in a
+    assert (paired.n_a, paired.n_b, paired.shared, paired.conflicting, paired.unshared) == (4, 3, 3, 1, 1)
+    assert paired.labels.tolist() == [1, 1] and paired.scores_a.tolist() == [0.9, 0.7]
+    assert paired.scores_b.tolist() == [0.8, 0.6]
+    assert paired.note == ("1 test case(s) scored by only one model left out; "
+                           "1 case(s) with conflicting labels left out")  # fmt: skip
+    by_patient = metrics.paired_test_scores(a, b, level="patient")  # max over views, label = any positive
+    assert by_patient.scores_a.tolist() == [0.9, 0.7] and by_patient.scores_b.tolist() == [0.8, 0.6]
+    assert by_patient.note == ""
+    with pytest.raises(ValueError):  # an id scored twice cannot be paired
+        metrics.paired_test_scores(pd.concat([a, a]), b, level="image")
+
+
+def test_the_gate_refuses_what_the_report_only_notes():
+    from common.artifacts import UnusableInput
+    from common.retraining import locked_test_pairs
+
+    full = _scores([(f"i{k}", f"p{k}", "test", k % 2, k / 10) for k in range(6)])
+    assert locked_test_pairs(full, full.assign(score=1 - full["score"])).shared == 6
+    with pytest.raises(UnusableInput, match="champion scored 6 test images, challenger 5, only 5 shared"):
+        locked_test_pairs(full, full.iloc[1:])
+    with pytest.raises(UnusableInput, match="disagree on test labels"):
+        locked_test_pairs(full, full.assign(label=1 - full["label"]))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
+from helpers import MAMMO
 
 from common.model import (
     VGG16_CONVS_PER_BLOCK,
@@ -65,7 +65,7 @@ def test_phase_counts_match_independent_arithmetic(profile):
 
 def test_model_summary_cli_prints_json():
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "model", "summary", "--profile", "full"],
+        [*MAMMO, "model", "summary", "--profile", "full"],
         capture_output=True,
         text=True,
         check=True,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import MAMMO
 
 from common import pipeline, runner
 
@@ -21,7 +21,7 @@ TABLE9 = ("baseline", "baseline+radiomics", "finetune-config1", "finetune-config
 
 
 def _pipeline_run(workdir: Path):
-    command = [sys.executable, "-m", "jobs.cli", "pipeline", "run", "--profile", "ci", "--workdir", str(workdir)]
+    command = [*MAMMO, "pipeline", "run", "--profile", "ci", "--workdir", str(workdir)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir, command, result.stdout

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from helpers import MAMMO
 
 from common import pipeline
 
@@ -32,7 +33,7 @@ def test_seed_changes_every_synthetic_cohort_and_nothing_else():
 
 
 def test_seed_with_real_data_is_a_usage_error(tmp_path):
-    command = [sys.executable, "-m", "jobs.cli", "pipeline", "plan", "--profile", "ci", "--workdir", str(tmp_path),
+    command = [*MAMMO, "pipeline", "plan", "--profile", "ci", "--workdir", str(tmp_path),
                "--dicom", str(tmp_path), "--cohort", str(tmp_path / "cohort.csv"), "--checkpoint", "x.h5",
                "--seed", "2"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import MAMMO
 
 from common.preprocess import preprocess_folder
 from common.profile import load_profile
@@ -51,7 +51,7 @@ def reference(study, tmp_path_factory) -> Path:
 
 
 def command(study: tuple[Path, Path], out: Path, workers: int = 2) -> list[str]:
-    return [sys.executable, "-m", "jobs.cli", "preprocess", "--input", str(study[0]), "--cohort", str(study[1]),
+    return [*MAMMO, "preprocess", "--input", str(study[0]), "--cohort", str(study[1]),
             "--out", str(out), "--profile", "ci", "--workers", str(workers)]
 
 
@@ -204,7 +204,7 @@ def test_every_skipped_path_gets_an_accurate_untruncated_reason(tmp_path, mg_dic
     cohort = tmp_path / "cohort.csv"
     cohort.write_text(COHORT_HEADER + "P1,50,0,,\n")
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "jobs.cli", "preprocess", "--input", str(data), "--cohort", str(cohort),
+    argv = [*MAMMO, "preprocess", "--input", str(data), "--cohort", str(cohort),
             "--out", str(out), "--profile", "ci", "--workers", "1"]
     try:
         result = subprocess.run(as_unprivileged(argv), cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import MAMMO
 from tqdm import tqdm
 
 from common.progress import progress_bar, track
@@ -54,7 +55,7 @@ def test_a_terminal_gets_the_bar(monkeypatch):
 
 @pytest.mark.slow
 def test_preprocess_reports_progress_in_a_log(tmp_path):
-    mammo = [sys.executable, "-m", "jobs.cli"]
+    mammo = list(MAMMO)
     synth = subprocess.run([*mammo, "synth", "--domain", "hospital", "--patients", "4", "--profile", "ci",
                             "--out", str(tmp_path / "synth")], cwd=ROOT, capture_output=True, text=True)
     assert synth.returncode == 0 and "\r" not in synth.stderr

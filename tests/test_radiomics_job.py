@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import finish_step
 
 from common.radiomics import FEATURE_NAMES
 from common.radiomics.patient import attribute_names
@@ -69,7 +70,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
                               ("infer", scores, "scores.csv")):  # fmt: skip
         (root / name).mkdir(exist_ok=True)
         pd.DataFrame(frame).to_csv(root / name / file, index=False)
-        (root / name / "_SUCCESS.json").write_text("{}")
+        finish_step(root / name)
     return {"images": root / "pre", "split": root / "split", "scores": root / "infer", "root": root}
 
 

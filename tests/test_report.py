@@ -7,128 +7,16 @@ from __future__ import annotations
 import json
 import re
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import breast_png, finish_step, make_workdir, run_report
 from sklearn.metrics import roc_curve
 
 from common import metrics
 from common.report import overlays
 from common.report.figures import roc_points
 from jobs.cli import main
-
-VIEWS = (("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO"))
-PATIENTS = 40
-N_BOOT = 60
-# separation of cancer scores per model: the adapted models separate better than the baseline
-SEPARATION = {"infer-a-film": 2.2, "infer-ab-film": 1.6, "infer-ab-ffdm": 2.4, "infer-a-hospital": 0.7,
-              "infer-ab-hospital": 0.9, "finetune1-stage2": 1.5, "finetune2-stage2": 1.8}  # fmt: skip
-
-
-def image_frame(seed: int) -> pd.DataFrame:
-    """40 patients x 4 views; odd patients are cases with cancer in the left breast; 28/4/8 split."""
-    rows = []
-    for p in range(PATIENTS):
-        split = "train" if p < 28 else "validation" if p < 32 else "test"
-        for laterality, view in VIEWS:
-            label = int(p % 2 == 1 and laterality == "L")
-            rows.append({"image_id": f"P{p:03d}_{laterality}_{view}", "patient_id": f"P{p:03d}", "split": split,
-                         "view": view, "laterality": laterality, "label": label})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def write_model(folder, separation: float, seed: int, shuffle: bool = False) -> dict:
-    rng = np.random.default_rng(seed)
-    frame = image_frame(seed)
-    frame["score"] = 1 / (1 + np.exp(-(separation * frame["label"] + rng.normal(0, 1, len(frame)) - 1)))
-    if shuffle:  # the report must pair models by image_id, not by row order
-        frame = frame.sample(frac=1, random_state=seed)
-    folder.mkdir(parents=True)
-    frame.to_csv(folder / "scores.csv", index=False)
-    values = metrics.evaluate(frame, level="image", n_boot=N_BOOT, seed=seed)
-    (folder / "metrics.json").write_text(json.dumps(values))
-    (folder / "_SUCCESS.json").write_text("{}")
-    return values
-
-
-def write_history(folder, stage: int, epochs: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    epoch = np.arange(epochs)
-    pd.DataFrame({"epoch": epoch, "stage": stage, "loss": 1.0 - 0.05 * epoch, "val_loss": 1.05 - 0.03 * epoch,
-                  "val_auc": 0.6 + 0.01 * epoch, "lr": 1e-4}).to_csv(folder / "history.csv", index=False)  # fmt: skip
-    (folder / "_SUCCESS.json").write_text("{}")
-
-
-SHIFT = {"film": 0.4, "ffdm": 0.0, "hospital": 1.2}  # penultimate-feature shift of each domain
-
-
-def write_split(folder) -> None:
-    grouped = image_frame(0).groupby("patient_id", as_index=False)
-    patients = grouped.agg(split=("split", "first"), label=("label", "max"))
-    patients["pair_id"] = ""
-    patients["age"] = [45 + (p * 7) % 25 for p in range(len(patients))]
-    patients["age_stratum"] = pd.cut(patients["age"], [0, 50, 60, 200], right=False,
-                                     labels=["0-50", "50-60", "60-200"]).astype(str)  # fmt: skip
-    folder.mkdir(parents=True)
-    patients.to_csv(folder / "split.csv", index=False)
-    (folder / "_SUCCESS.json").write_text("{}")
-
-
-def write_penultimate(folder, shift: float, seed: int) -> None:
-    rows = pd.read_csv(folder / "scores.csv").query("split != 'train'")[["image_id", "split"]]
-    shifted = shift * (rows["split"] == "test").to_numpy()[:, None]
-    features = np.random.default_rng(seed).normal(size=(len(rows), 4)) + shifted
-    rows.assign(**{f"f{i}": features[:, i] for i in range(4)}).to_csv(folder / "penultimate.csv", index=False)
-
-
-def breast_png(path, seed: int, bright: float, shape: tuple[int, int] = (96, 72)) -> None:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
-    inside = (x / (0.75 * shape[1])) ** 2 + ((y - shape[0] / 2) / (0.42 * shape[0])) ** 2 <= 1
-    image = np.where(inside, bright + 0.15 * rng.standard_normal(shape), 0.03)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), (np.clip(image, 0, 1) * 65535).astype(np.uint16))
-
-
-def make_workdir(base):
-    """Everything but infer-a-ffdm and the pretrain folders; radiomics is patient level."""
-    root = base / "work"
-    written = {}
-    for number, (folder, separation) in enumerate(SEPARATION.items()):
-        written[folder] = write_model(root / folder, separation, seed=number, shuffle=folder.startswith("finetune"))
-    for config in (1, 2):
-        write_history(root / f"finetune{config}-stage1", 1, 5)
-        write_history(root / f"finetune{config}-stage2", 2, 3)
-    images = image_frame(0)
-    patients = images.groupby("patient_id", as_index=False).agg(split=("split", "first"), label=("label", "max"))
-    patients["score"] = np.random.default_rng(9).uniform(size=len(patients)) * 0.5 + 0.4 * patients["label"]
-    (root / "radiomics").mkdir()
-    patients.to_csv(root / "radiomics" / "scores.csv", index=False)
-    written["radiomics"] = metrics.evaluate(patients, level="patient", n_boot=N_BOOT, seed=3)
-    (root / "radiomics" / "metrics.json").write_text(json.dumps(written["radiomics"]))
-    features = image_frame(0)[["image_id", "patient_id"]].assign(iavg=np.linspace(0, 1, 160), cene=1.0)
-    features.to_csv(root / "radiomics" / "features.csv", index=False)
-    (root / "radiomics" / "_SUCCESS.json").write_text("{}")
-    for domain, bright in (("film", 0.5), ("hospital", 0.75)):
-        images = image_frame(0).iloc[112:144].assign(pixel_spacing_mm=0.1, original_width=720)  # validation + test
-        for number, image_id in enumerate(images["image_id"]):
-            breast_png(root / f"preprocess-{domain}" / "images" / f"{image_id}.png", number, bright)
-        images.to_csv(root / f"preprocess-{domain}" / "images.csv", index=False)
-        (root / f"preprocess-{domain}" / "_SUCCESS.json").write_text("{}")
-        (root / f"preprocess-{domain}" / "rejected.csv").write_text(
-            "file,reason\nx/1.dcm,not a DICOM file: no preamble\nx/2.dcm,not a DICOM file: truncated\n")
-        write_split(root / f"split-{domain}")
-    for number, folder in enumerate(f for f in SEPARATION if f.startswith("infer-")):
-        write_penultimate(root / folder, shift=SHIFT[folder.rsplit("-", 1)[1]], seed=number)
-    (root / "synth-hospital").mkdir()
-    (root / "infer-a-ffdm").mkdir()  # started but never finished: must count as missing
-    return root, written
-
-
-def run_report(root, out) -> dict:
-    assert main(["report", "--workdir", str(root), "--out", str(out), "--profile", "ci"]) == 0
-    return json.loads((out / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -229,8 +117,8 @@ def test_roc_points_match_scikit_learn():
 def test_gradcam_overlays_come_from_the_model_code(tmp_path, monkeypatch):
     """A tiny real End2End model in finetune2-stage2: the hook loads it and calls common.gradcam."""
     from common import gradcam
-    from common.data import Preprocessing
     from common.model import Architecture, build_end2end
+    from common.model_folder import Preprocessing
 
     root, _ = make_workdir(tmp_path)
     build_end2end(Architecture(160, 128, (2, 2, 2, 2, 2), 4), dropout=0.0, weight_decay=0.0).save(
@@ -252,12 +140,16 @@ def test_gradcam_overlays_come_from_the_model_code(tmp_path, monkeypatch):
     assert "gradcam" in summary["figures"], summary["figures_skipped"]
     assert batches == [(9, 160, 128, 3)]  # highest, lowest and nearest-threshold 3 test images, as model input
 
-    monkeypatch.setattr(overlays, "GRADCAM_MODULE", "common.no_such_gradcam")
+    def failing(model, images):
+        raise RuntimeError("no gradient reached block4_conv3\n(traceback detail)")
+
+    monkeypatch.setattr(gradcam, "gradcam_maps", failing)
     scores = pd.read_csv(root / "finetune2-stage2" / "scores.csv")
     cam = overlays.gradcam_figure(root / "finetune2-stage2", root / "preprocess-hospital" / "images",
                                   scores, 0.5, "Config 2",
                                   images=pd.read_csv(root / "preprocess-hospital" / "images.csv"))  # fmt: skip
-    assert cam.png is None and cam.caption == "Grad-CAM skipped: common.no_such_gradcam is not available in this build"
+    assert cam.png is None
+    assert cam.caption == "Grad-CAM skipped: the hook failed (RuntimeError: no gradient reached block4_conv3)"
 
 
 def test_without_the_baseline_the_report_refuses(tmp_path, capsys):
@@ -415,7 +307,7 @@ def test_density_from_the_cohort_step_reaches_the_subgroups_and_cohort_table(tmp
     cohort = split[["patient_id", "age", "label"]].assign(density=[str(1 + i % 4) for i in range(len(split))])
     (root / "cohort-hospital").mkdir()
     cohort.to_csv(root / "cohort-hospital" / "cohort.csv", index=False)
-    (root / "cohort-hospital" / "_SUCCESS.json").write_text("{}")
+    finish_step(root / "cohort-hospital")
     summary = run_report(root, tmp_path / "report")
     acr = cohort["density"].map({"1": "A", "2": "B", "3": "C", "4": "D"})
     per_patient = dict(zip(cohort["patient_id"], acr, strict=True))

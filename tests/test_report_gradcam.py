@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from helpers import finish_step
 
 from common import gradcam, metrics
-from common.data import Preprocessing
 from common.model import Architecture, build_end2end
+from common.model_folder import Preprocessing
 from common.preprocess import preprocess_folder
 from common.profile import load_profile
 from common.synth import synthesize_cohort
@@ -78,7 +79,7 @@ def write_workdir(base: Path, cohort: Path, *, text: bool, tag: str | None, dead
         dense.kernel.assign(np.zeros(dense.kernel.shape, np.float32))
     for part in ("preprocess-hospital", "synth-hospital", "infer-ab-hospital", "finetune2-stage2"):
         (root / part).mkdir(exist_ok=True)
-        (root / part / "_SUCCESS.json").write_text("{}")
+        finish_step(root / part)
     for part in ("infer-ab-hospital", "finetune2-stage2"):
         scores.to_csv(root / part / "scores.csv", index=False)
         (root / part / "metrics.json").write_text(json.dumps(metrics.evaluate(scores, level="image", n_boot=20,

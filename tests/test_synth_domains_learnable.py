@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
 import pytest
+from helpers import MAMMO
 
 from common.synth import DOMAINS, render_patient
 from common.synth.population import make_patient
@@ -60,7 +60,7 @@ def test_a_profile_gives_source_domains_their_own_size(tmp_path):
     profile.write_text(text.replace("synth:\n", "synth:\n  size_by_domain: {film: {height: 192, width: 152}}\n"))
     for domain in ("film", "hospital"):
         out = tmp_path / domain
-        command = [sys.executable, "-m", "jobs.cli", "synth", "--out", str(out), "--domain", domain,
+        command = [*MAMMO, "synth", "--out", str(out), "--domain", domain,
                    "--patients", "2", "--seed", "1", "--profile", str(profile), "--workers", "1"]
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
 

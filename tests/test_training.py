@@ -11,7 +11,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,12 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-import yaml
+from helpers import HEIGHT, ROOT, WIDTH, mammo, mammo_command, write_cohort, write_profile
 
-from common.artifacts import UnusableInput, step_output
+from common.artifacts import UnusableInput
 from common.data import (
     Augmentation,
-    Preprocessing,
     apply_affine,
     class_weights,
     featurewise_mean,
@@ -35,71 +33,8 @@ from common.data import (
     training_dataset,
 )
 from common.model import leaf_layers, load_model
+from common.model_folder import Preprocessing
 from common.profile import load_profile
-
-ROOT = Path(__file__).resolve().parents[1]
-CI = load_profile("ci")
-HEIGHT, WIDTH = CI.image.height, CI.image.width
-
-
-def blob_image(rng: np.random.Generator, positive: bool, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
-    """Smooth tissue-like background; positives get one bright Gaussian blob somewhere inside."""
-    noise = cv2.GaussianBlur(rng.normal(0, 1, (height, width)), (0, 0), 4)
-    image = 18000 + 4000 * noise / (noise.std() + 1e-9) + rng.normal(0, 600, (height, width))
-    if positive:
-        radius = rng.uniform(0.05, 0.08) * height
-        cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
-        yy, xx = np.mgrid[:height, :width]
-        image += 22000 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-    return np.clip(image, 0, 65535).astype(np.uint16)
-
-
-def write_cohort(root: Path, n_patients: int = 24, seed: int = 0, height: int = HEIGHT, width: int = WIDTH):
-    """Preprocess-like and split-like folders; every second patient is a case with one affected breast."""
-    rng = np.random.default_rng(seed)
-    images_dir, split_dir = root / "preprocess", root / "split"
-    rows, split_rows = [], []
-    pattern = ["train", "validation", "test", "train", "train"]  # per (control, case) pair
-    with step_output("preprocess", images_dir, {}):
-        (images_dir / "images").mkdir(parents=True, exist_ok=True)
-        for p in range(n_patients):
-            patient = f"P{p:03d}"
-            case = p % 2 == 1
-            cancer_side = "L" if p % 4 == 1 else "R"
-            for side in "LR":
-                for view in ("CC", "MLO"):
-                    image_id = f"{patient}_{side}_{view}"
-                    label = int(case and side == cancer_side)
-                    cv2.imwrite(
-                        str(images_dir / "images" / f"{image_id}.png"), blob_image(rng, bool(label), height, width)
-                    )
-                    rows.append(
-                        {"image_id": image_id, "patient_id": patient, "laterality": side, "view": view, "label": label}
-                    )
-            split_rows.append({"patient_id": patient, "label": int(case), "split": pattern[(p // 2) % len(pattern)]})
-        pd.DataFrame(rows).to_csv(images_dir / "images.csv", index=False)
-    with step_output("split", split_dir, {}):
-        pd.DataFrame(split_rows).to_csv(split_dir / "split.csv", index=False)
-    return images_dir, split_dir
-
-
-def write_profile(path: Path, **training) -> Path:
-    """The ci profile with some training settings replaced (e.g. more epochs)."""
-    profile = load_profile("ci").to_dict()
-    for key, value in training.items():
-        if isinstance(value, dict):
-            profile["training"][key] = {**profile["training"][key], **value}
-        else:
-            profile["training"][key] = value
-    path.write_text(yaml.safe_dump(profile))
-    return path
-
-
-def mammo(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        pytest.fail(f"mammo {args[0]} exited {result.returncode}:\n{result.stderr[-3000:]}")
-    return result
 
 
 def test_featurewise_mean_and_class_weights_match_numpy(tmp_path):
@@ -273,18 +208,7 @@ def test_pretrain_then_two_stages_through_the_cli(tmp_path):
 def test_unusable_input_exits_2_with_one_line(tmp_path):
     images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
     (split_dir / "_SUCCESS.json").unlink()
-    result = mammo(
-        "pretrain",
-        "--images",
-        str(images_dir),
-        "--split",
-        str(split_dir),
-        "--out",
-        str(tmp_path / "out"),
-        "--profile",
-        "ci",
-        check=False,
-    )
+    result = mammo("pretrain", images=images_dir, split=split_dir, out=tmp_path / "out", profile="ci", check=False)
     assert result.returncode == 2
     assert "_SUCCESS.json" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "_SUCCESS.json").exists()
@@ -295,20 +219,7 @@ def test_killed_training_resumes_losing_at_most_one_epoch(tmp_path):
     # Patience beyond the epoch count: the test is about resuming, not about stopping early.
     profile = write_profile(tmp_path / "ci.yaml", pretrain={"epochs": 7}, early_stopping_patience=10)
     out = tmp_path / "pretrain"
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.cli",
-        "pretrain",
-        "--images",
-        str(images_dir),
-        "--split",
-        str(split_dir),
-        "--out",
-        str(out),
-        "--profile",
-        str(profile),
-    ]
+    command = mammo_command("pretrain", images=images_dir, split=split_dir, out=out, profile=profile)
     history = out / "history.csv"
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -34,3 +34,26 @@ def test_a_killed_worker_costs_a_retry_and_a_killer_task_one_failure(tmp_path, c
 def test_an_undisturbed_pool_gives_results_in_task_order():
     tasks = [(v, "", "") for v in range(20)]
     assert list(map_surviving(square_or_die, tasks, 2, on_lost=lambda task: None)) == [v * v for v in range(20)]
+
+
+SETUP: list[tuple] = []
+
+
+def remember_setup(*args) -> None:
+    SETUP.append(args)
+
+
+def test_run_tasks_gives_the_same_ordered_results_in_process_and_on_a_pool():
+    """The CPU steps' one runner: one worker means no pool (the initializer runs here with its in-process
+    arguments), several a surviving pool; either way results in task order and one done() per task."""
+    from common.workers import run_tasks
+
+    tasks = [(v, "", "") for v in range(9)]
+    SETUP.clear()
+    done = []
+    local = list(run_tasks(square_or_die, tasks, 1, on_lost=lambda task: None, label="t", done=lambda: done.append(1),
+                           initializer=remember_setup, initargs=("pool",), in_process_initargs=("here",)))
+    assert local == [v * v for v in range(9)] and len(done) == 9 and SETUP == [("here",)]
+    pooled = list(run_tasks(square_or_die, tasks, 2, on_lost=lambda task: None, label="t", done=lambda: done.append(1),
+                            initializer=remember_setup, initargs=("pool",)))
+    assert pooled == local and len(done) == 18 and SETUP == [("here",)]  # the pool's initializer ran in its workers

@@ -9,17 +9,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import MAMMO
 
 from common import workfolder
 from common.artifacts import SUCCESS, step_output
 
 ROOT = Path(__file__).resolve().parents[1]
-MAMMO = [sys.executable, "-m", "jobs.cli"]
+MAMMO = list(MAMMO)
 
 
 def _cohort(path: Path) -> Path:

@@ -8,6 +8,7 @@ row with the reader's one-line reason.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from common.input_files import find_input_files
 COLUMNS = ["file", "name", "patient_tag", "laterality", "view", "dicom_age"]
 
 
-def index_dicoms(root: str | Path, skip: set[Path] = frozenset()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+def index_dicoms(root: str | Path, skip: AbstractSet[Path] = frozenset()) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """(headers, rejected): one row per readable mammogram below root; `file` is relative to root."""
     root = Path(root)
     files, skipped = find_input_files(root, skip={p.resolve() for p in skip})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.artifacts import UnusableInput
+from common.artifacts import UnusableInput, error_line
 
 SPREADSHEET_SUFFIXES = {".xls": "xlrd", ".xlsx": "openpyxl"}
 _NOT_ALPHANUMERIC = re.compile(r"[^0-9a-z]+")
@@ -66,7 +66,7 @@ def read_sheet(path: str | Path) -> Sheet:
     except ImportError as error:
         raise UnusableInput(f"{path.name}: reading {suffix} needs {error.name}; export the sheet as CSV") from None
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        detail = error_line(error, 160)
         raise UnusableInput(f"{path.name}: not a readable {suffix.lstrip('.') or 'CSV'} sheet ({detail})") from None
     raw = raw.fillna("").map(_clean_cell)
     if raw.empty:

@@ -26,7 +26,7 @@ from common.progress import progress_bar
 from common.radiomics.density import dense_tissue
 from common.radiomics.features import FEATURE_NAMES, extract_features
 from common.radiomics.segmentation import overlay, segment_breast
-from common.workers import map_surviving, worker_count
+from common.workers import run_tasks
 
 
 @dataclass(frozen=True)
@@ -112,16 +112,10 @@ def _init_worker() -> None:
 
 def run_all(tasks: list[ImageTask], workers: int | None) -> Iterator[dict[str, Any]]:
     """Results in task order."""
-    workers = worker_count(workers, len(tasks))
     progress = progress_bar(len(tasks), "radiomics", "image")
     with progress:
-        if workers == 1:
-            for task in tasks:
-                yield image_features(task)
-                progress.update()
-            return
-        yield from map_surviving(image_features, tasks, workers, on_lost=_lost, initializer=_init_worker,
-                                 done=progress.update, label="radiomics")
+        yield from run_tasks(image_features, tasks, workers, on_lost=_lost, label="radiomics", done=progress.update,
+                             initializer=_init_worker)
 
 
 def _lost(task: ImageTask) -> dict[str, Any]:

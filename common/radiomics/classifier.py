@@ -32,6 +32,7 @@ from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, Stratifie
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from common.artifacts import json_default, plain
 from common.profile import RadiomicsSettings
 
 RANDOM_STATE = 42
@@ -123,10 +124,7 @@ def search(
         warnings.simplefilter("ignore", category=UserWarning)
         searcher.fit(x, y, groups=groups)
     results = pd.DataFrame(searcher.cv_results_)
-    results["params"] = [json.dumps(p, sort_keys=True, default=_plain) for p in results["params"]]
-    best = {k: _plain(v) for k, v in searcher.best_params_.items()}
+    results["params"] = [json.dumps(p, sort_keys=True, default=json_default) for p in results["params"]]
+    best = {k: plain(v) for k, v in searcher.best_params_.items()}
     return SearchResult(searcher.best_estimator_, best, float(searcher.best_score_), results, dropped)
 
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

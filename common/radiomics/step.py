@@ -21,7 +21,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from common import shards
+from common import artifacts, shards
 from common.artifacts import UnusableInput, atomic_write_bytes, atomic_write_csv, atomic_write_json, require_success
 from common.constants import SPLITS
 from common.metrics import evaluate
@@ -49,14 +49,7 @@ class StepInputs:
 def read_table(folder: str | Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
     """A finished step's table, refused with one line when the folder, the file or a column is missing."""
     require_success(folder)
-    path = Path(folder) / name
-    if not path.is_file():
-        raise UnusableInput(f"{path} is missing")
-    frame = pd.read_csv(path, dtype={"patient_id": str, "image_id": str, "pair_id": str})
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise UnusableInput(f"{path} lacks column(s) {', '.join(missing)}")
-    return frame
+    return artifacts.read_table(Path(folder) / name, columns)
 
 
 def fit_and_score(inputs: StepInputs, out: Path, profile: Profile, *, workers: int | None, save_masks: bool,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pandas as pd
 import yaml
 
 from common import metrics
-from common.artifacts import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from common.artifacts import atomic_write_bytes, atomic_write_csv, atomic_write_text, finite_json
 from common.profile import Profile
 from common.report import domain, figures, overlays, provenance, publication, render, tables
 from common.report.figures import Figure, split_curve
@@ -28,14 +30,18 @@ from common.report.workdir import DOMAINS, METRIC_FIELDS, WorkDir
 
 TITLE = "Domain shift of End2End VGG16 on the hospital's mammograms"
 GRADCAM_ORDER = ("finetune-config2", "finetune-config1", "baseline")
+ABOUT = "About this report"
+TABLE9_SECTION = "Before and after domain adaptation (Table 9)"
+GRADCAM_SECTION = "Grad-CAM"
+PRETRAINED_REFERENCES = ["a-hospital", "a-ffdm", "a-film"]
 # Where each publication section goes: after the section of this title (common.report.publication).
 PUBLICATION_PLACES = (
-    ("cohort", "About this report"),
-    ("calibration", "Before and after domain adaptation (Table 9)"),
+    ("cohort", ABOUT),
+    ("calibration", TABLE9_SECTION),
     ("levels", "Calibration: can a score be read as a probability?"),
     ("operating_points", "Image, breast and exam level"),
     ("subgroups", "Operating points and precision-recall"),
-    ("domain_shift", "Grad-CAM"),
+    ("domain_shift", GRADCAM_SECTION),
 )
 
 
@@ -60,7 +66,7 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
 
     context = _context(workdir, profile_name, profile)
     context["command"] = command or provenance.report_command(str(workdir_path), str(out_dir), profile_name)
-    sections = _sections(context, thesis, changes, tests, patient, made, skipped, parts, workdir, profile)
+    sections = _sections(Material(context, thesis, changes, tests, patient, made, skipped, parts, workdir, profile))
     sections = _place_publication(sections, extra)
     made, skipped = {**made, **extra.figures}, {**skipped, **extra.skipped}
     subtitle = (f"profile {profile_name} | data {context['data_source']} | work directory {workdir.root} | "
@@ -86,7 +92,7 @@ def build_report(workdir_path: str | Path, out_dir: str | Path, *, profile_name:
             atomic_write_bytes(out / "figures" / f"{figure.name}.npz", figure.arrays)
     atomic_write_text(out / "report.md", render.to_markdown(TITLE, subtitle, sections))
     summary = {**_summary(context, found, changes, tests, patient, workdir, made, skipped), **extra.summary}
-    atomic_write_text(out / "summary.json", json.dumps(_plain(summary), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(finite_json(summary), indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "report.html", render.to_html(TITLE, subtitle, sections))
     return summary
 
@@ -107,86 +113,115 @@ def _context(workdir: WorkDir, profile_name: str, profile: Profile) -> dict[str,
     }
 
 
-def _figures(workdir: WorkDir, found: dict, *, n_boot: int, seed: int, show_burned_in: bool = False):
-    made: dict[str, Figure] = {}
-    skipped: dict[str, str] = {}
+class Drawn:
+    """The figures drawn so far, and for each one not drawn the reason (in drawing order: the report lists them)."""
 
-    def add(name: str, title: str, caption: str, png: bytes | None, reason: str = "") -> None:
+    def __init__(self) -> None:
+        self.made: dict[str, Figure] = {}
+        self.skipped: dict[str, str] = {}
+
+    def add(self, name: str, title: str, caption: str, png: bytes | None, reason: str = "") -> None:
         if png is None:
-            skipped[name] = reason
+            self.skipped[name] = reason
         else:
-            made[name] = Figure(name, title, caption, png)
+            self.made[name] = Figure(name, title, caption, png)
 
+
+def _figures(workdir: WorkDir, found: dict, *, n_boot: int, seed: int, show_burned_in: bool = False
+             ) -> tuple[dict[str, Figure], dict[str, str], pd.DataFrame]:  # fmt: skip
+    """Every figure of the report: ROC curves, loss curves, score figures, Grad-CAM, domain shift."""
+    drawn = Drawn()
     scores = {key: workdir.scores(ROW[key].folder) for key in found}
     scores = {key: frame for key, frame in scores.items() if frame is not None}
-    boot = f"shaded: pointwise 95% bootstrap band ({n_boot} resamples, seed {seed})"
+    _roc_figures(drawn, found, scores, n_boot=n_boot, seed=seed)
+    _loss_figures(drawn, workdir)
+    _score_figures(drawn, found, scores)
+    _gradcam_figure(drawn, workdir, found, scores, show_burned_in)
+    domain_features = _domain_figures(drawn, workdir)
+    return drawn.made, drawn.skipped, domain_features
 
+
+def _roc_figures(drawn: Drawn, found: dict, scores: dict[str, pd.DataFrame], *, n_boot: int, seed: int) -> None:
+    boot = f"shaded: pointwise 95% bootstrap band ({n_boot} resamples, seed {seed})"
     panels = {}
     for dataset in DOMAINS:
         keys = [row.key for row in tables.ROWS if row.dataset == dataset and row.setting != "adapted"]
         curves = [split_curve(f"{ROW[k].pretrained_with}", scores[k], found[k]["level"]) for k in keys if k in scores]
         if curves:
             panels[f"{dataset} test ({'target' if dataset == 'hospital' else 'source'})"] = curves
-    add("roc_domains", "ROC curves of the pretrained variants on each domain (Tables 2-4)",
-        f"Image-level test split; {boot}, patients resampled.", figures.roc_figure(panels, n_boot=n_boot, seed=seed))
+    drawn.add("roc_domains", "ROC curves of the pretrained variants on each domain (Tables 2-4)",
+              f"Image-level test split; {boot}, patients resampled.",
+              figures.roc_figure(panels, n_boot=n_boot, seed=seed))
 
     image_curves = [split_curve(ROW[k].model, scores[k], "image") for k in TABLE9
                     if k in scores and found[k]["level"] == "image"]  # fmt: skip
     patient_curves = [_patient_curve(k, scores[k], found[k]["level"]) for k in TABLE9 if k in scores]
-    add("roc_table9", "ROC curves before and after domain adaptation on the hospital test split (Table 9)",
-        f"Left: image level. Right: patient level (CNN scores collapsed by the max over views; radiomics is "
-        f"patient level by construction). {boot}.",
-        figures.roc_figure({"image level": image_curves, "patient level": patient_curves}, n_boot=n_boot, seed=seed))
+    drawn.add("roc_table9", "ROC curves before and after domain adaptation on the hospital test split (Table 9)",
+              f"Left: image level. Right: patient level (CNN scores collapsed by the max over views; radiomics is "
+              f"patient level by construction). {boot}.",
+              figures.roc_figure({"image level": image_curves, "patient level": patient_curves}, n_boot=n_boot,
+                                 seed=seed))  # fmt: skip
 
+
+def _loss_figures(drawn: Drawn, workdir: WorkDir) -> None:
+    """Thesis Figures 3 and 4 (both fine-tuning stages on one axis), then the source pretraining curves."""
     for config, figure_number in ((1, 3), (2, 4)):
         stage1, stage2 = workdir.history(f"finetune{config}-stage1"), workdir.history(f"finetune{config}-stage2")
         name = f"loss_config{config}"
         if stage1 is None and stage2 is None:
-            skipped[name] = f"no history.csv in finetune{config}-stage1 or finetune{config}-stage2"
+            drawn.skipped[name] = f"no history.csv in finetune{config}-stage1 or finetune{config}-stage2"
             continue
         history, boundary = figures.stage_history(stage1, stage2)
-        add(name, f"Loss curves, fine-tuning Config {config} (thesis Figure {figure_number})",
-            "Training and validation loss per epoch, stage 1 then stage 2 on one axis; dashed line: stage boundary."
-            " The loss includes the L2 weight-decay penalty of the trainable layers: stage 2 penalises every layer"
-            " at its larger decay, so the level jumps at the boundary while the cross-entropy need not."
-            + ("" if boundary is not None else " Only one stage's history is available."),
-            figures.loss_figure(history, boundary, f"Config {config}"))
+        drawn.add(name, f"Loss curves, fine-tuning Config {config} (thesis Figure {figure_number})",
+                  "Training and validation loss per epoch, stage 1 then stage 2 on one axis; dashed line: stage "
+                  "boundary. The loss includes the L2 weight-decay penalty of the trainable layers: stage 2 penalises "
+                  "every layer at its larger decay, so the level jumps at the boundary while the cross-entropy need "
+                  "not." + ("" if boundary is not None else " Only one stage's history is available."),
+                  figures.loss_figure(history, boundary, f"Config {config}"))
     for model in ("a", "ab"):
         history = workdir.history(f"pretrain-{model}")
         if history is not None:
             frame, _ = figures.stage_history(history, None)
-            add(f"loss_pretrain_{model}", f"Source pretraining curves, pretrain-{model}",
-                "Training and validation loss of the source-domain pretraining.",
-                figures.loss_figure(frame, None, f"pretrain-{model}"))
+            drawn.add(f"loss_pretrain_{model}", f"Source pretraining curves, pretrain-{model}",
+                      "Training and validation loss of the source-domain pretraining.",
+                      figures.loss_figure(frame, None, f"pretrain-{model}"))
 
+
+def _score_figures(drawn: Drawn, found: dict, scores: dict[str, pd.DataFrame]) -> None:
     rows = [(ROW[k].model + f" ({found[k]['level']})", split_curve(ROW[k].model, scores[k], found[k]["level"]),
              float(found[k]["threshold"])) for k in TABLE9 if k in scores]  # fmt: skip
-    add("score_distributions", "Test score distributions by class (Table 9 models)",
-        "Dashed line: the threshold frozen on the validation split (G-mean).", figures.score_distribution_figure(rows))
-    add("confusion_matrices", "Confusion matrices on the test split at the validation thresholds (Table 9 models)",
-        "Rows: true class; columns: predicted class.", figures.confusion_figure(rows))
+    drawn.add("score_distributions", "Test score distributions by class (Table 9 models)",
+              "Dashed line: the threshold frozen on the validation split (G-mean).",
+              figures.score_distribution_figure(rows))
+    drawn.add("confusion_matrices", "Confusion matrices on the test split at the validation thresholds (Table 9 "
+              "models)", "Rows: true class; columns: predicted class.", figures.confusion_figure(rows))
 
+
+def _gradcam_figure(drawn: Drawn, workdir: WorkDir, found: dict, scores: dict, show_burned_in: bool) -> None:
     cam = _gradcam(workdir, found, scores, show_burned_in)
     if cam.png is None:
-        skipped["gradcam"] = cam.caption
+        drawn.skipped["gradcam"] = cam.caption
     else:
-        made["gradcam"] = Figure("gradcam", "Grad-CAM overlays of the most and least confident test images",
-                                 "Rows: highest scores, lowest scores, scores closest to the frozen validation "
-                                 f"threshold. {cam.caption}.", cam.png, cam.warnings, cam.details, cam.arrays)
+        drawn.made["gradcam"] = Figure("gradcam", "Grad-CAM overlays of the most and least confident test images",
+                                       "Rows: highest scores, lowest scores, scores closest to the frozen validation "
+                                       f"threshold. {cam.caption}.", cam.png, cam.warnings, cam.details, cam.arrays)
 
+
+def _domain_figures(drawn: Drawn, workdir: WorkDir) -> pd.DataFrame:
+    """The domain-shift figure (its per-image features are returned for tables/) and the target's radiomic features."""
     png, domain_features, notes = domain.domain_shift_figure(workdir)
-    add("domain_shift", "Domain shift: source vs target network inputs",
-        f"An evenly spaced sample of up to {domain.SAMPLE_PER_DOMAIN} images per domain, breast segmented with the "
-        "radiomics step's segmentation. " + " ".join(notes), png, " ".join(notes) or "no preprocessed images")
+    drawn.add("domain_shift", "Domain shift: source vs target network inputs",
+              f"An evenly spaced sample of up to {domain.SAMPLE_PER_DOMAIN} images per domain, breast segmented with "
+              "the radiomics step's segmentation. " + " ".join(notes), png, " ".join(notes) or "no preprocessed images")
     features = workdir.table("radiomics", "features.csv")
     if features is None:
-        skipped["target_features"] = f"radiomics/features.csv: {workdir.missing.get('radiomics', 'absent')}"
+        drawn.skipped["target_features"] = f"radiomics/features.csv: {workdir.missing.get('radiomics', 'absent')}"
     else:
-        add("target_features", "Radiomic features of the target images (features.csv)",
-            "Each feature standardised over all target images; boxes split by image label.",
-            domain.target_features_figure(features, workdir.table("preprocess-hospital", "images.csv")),
-            "features.csv holds no numeric feature")
-    return made, skipped, domain_features
+        drawn.add("target_features", "Radiomic features of the target images (features.csv)",
+                  "Each feature standardised over all target images; boxes split by image label.",
+                  domain.target_features_figure(features, workdir.table("preprocess-hospital", "images.csv")),
+                  "features.csv holds no numeric feature")
+    return domain_features
 
 
 def _patient_curve(key: str, scores: pd.DataFrame, level: str):
@@ -215,21 +250,49 @@ def _gradcam(workdir: WorkDir, found: dict, scores: dict, show_burned_in: bool) 
                                    show_burned_in=show_burned_in)  # fmt: skip
 
 
-def _sections(context, thesis, changes, tests, patient, made, skipped, parts, workdir, profile) -> list[Section]:
-    about = Section("About this report")
-    about.blocks.append(Paragraph(
-        f"Profile: {context['profile']} ({profile.description}). Input size "
-        f"{context['image_size']['height']}x{context['image_size']['width']}. Data source: {context['data_source']}."))
+@dataclass(frozen=True)
+class Material:
+    """Everything the sections are written from."""
+
+    context: dict[str, Any]
+    thesis: dict[str, pd.DataFrame]
+    changes: pd.DataFrame
+    tests: pd.DataFrame
+    patient: pd.DataFrame
+    made: dict[str, Figure]
+    skipped: dict[str, str]
+    parts: pd.DataFrame
+    workdir: WorkDir
+    profile: Profile
+
+    def figures(self, *names: str) -> list[Any]:
+        """The named figures that were drawn, each followed by its warnings."""
+        return [block for name in names if name in self.made
+                for block in (self.made[name], *(Note(warning) for warning in self.made[name].warnings))]  # fmt: skip
+
+    def thesis_table(self, name: str, caption: str = "") -> Table:
+        return Table(_title(name), render.thesis_layout(self.thesis[name]), caption)
+
+
+def _sections(material: Material) -> list[Section]:
+    """The report's sections in reading order, one builder each (SECTIONS)."""
+    return [Section(title, build(material)) for title, build in SECTIONS]
+
+
+def _about(m: Material) -> list[Any]:
+    context = m.context
+    blocks: list[Any] = [Paragraph(
+        f"Profile: {context['profile']} ({m.profile.description}). Input size "
+        f"{context['image_size']['height']}x{context['image_size']['width']}. Data source: {context['data_source']}.")]
     if context["data_source"] == "synthetic":
-        about.blocks.append(Note("The data are SYNTHETIC (mammo synth domains film, ffdm and hospital): the "
-                                 "numbers show the pipeline and the direction of the thesis' effects, not clinical "
-                                 "performance."))
+        blocks.append(Note("The data are SYNTHETIC (mammo synth domains film, ffdm and hospital): the numbers show "
+                           "the pipeline and the direction of the thesis' effects, not clinical performance."))
     if context["backbone_width"] < 1:
-        about.blocks.append(Note(
+        blocks.append(Note(
             f"Narrowed backbone: this profile's VGG16 keeps the block structure of the published End2End model but "
             f"has {context['backbone_width']:g} of its filters (model.backbone_width), so absolute numbers are not "
             "comparable with the thesis' full-width model."))
-    about.blocks.append(Paragraph(
+    blocks.append(Paragraph(
         "Protocol (thesis 4.6): each model's decision threshold maximises G-mean = sqrt(sensitivity x specificity) "
         "on the validation split and is frozen before the test split is scored; all tabulated metrics are on the "
         f"test split. AUC 95% CIs: nonparametric percentile bootstrap ({context['bootstrap']['bootstrap']} "
@@ -237,78 +300,94 @@ def _sections(context, thesis, changes, tests, patient, made, skipped, parts, wo
         "comparisons: DeLong's test on the test cases both models scored. Relative change = (new - reference) / "
         "reference x 100, as in the thesis. Domain names: film = CBIS-DDSM analogue (source A), ffdm = INbreast "
         "analogue (source B), hospital = the target (the thesis' private data set)."))
-    missing = parts[parts["status"] != "ok"]
+    missing = m.parts[m.parts["status"] != "ok"]
     if len(missing):
-        about.blocks.append(Note("Missing parts (shown as missing, never filled in): " + "; ".join(
+        blocks.append(Note("Missing parts (shown as missing, never filled in): " + "; ".join(
             f"{r.part}: {r.status}" for r in missing.itertuples())))
-    for name, reason in skipped.items():
-        about.blocks.append(Note(f"Figure {name} not drawn: {reason}"))
+    blocks.extend(Note(f"Figure {name} not drawn: {reason}") for name, reason in m.skipped.items())
+    return blocks
 
-    baselines = Section("Baselines in-domain and out-of-domain (Tables 2, 3, 4)")
-    for name in ("table2_in_domain_ffdm", "table3_in_domain_film", "table4_out_of_domain"):
-        baselines.blocks.append(Table(_title(name), render.thesis_layout(thesis[name])))
-    drops = changes[changes["comparison"] == "in-domain -> out-of-domain"]
-    baselines.blocks.append(Table("Section 6.1: change from in-domain to out-of-domain (same model, different cases)",
-                                  _changes_layout(drops), "No paired test: the cases differ."))
-    baselines.blocks.append(Table("Paired DeLong tests between the pretrained variants",
-                                  _tests_layout(tests[tests["reference"].isin(["a-hospital", "a-ffdm", "a-film"])])))
-    _add_figure(baselines, made, "roc_domains")
 
-    radiomics = Section("Baseline plus radiomic features (Table 5)")
-    radiomics.blocks.append(Table(_title("table5_radiomics"), render.thesis_layout(thesis["table5_radiomics"]),
-                                  "Patient level: 4 baseline CNN scores + 4 x 34 radiomic features + age, PCA and "
-                                  "gradient boosting (radiomics step)."))
+def _baselines(m: Material) -> list[Any]:
+    drops = m.changes[m.changes["comparison"] == "in-domain -> out-of-domain"]
+    return [
+        *(m.thesis_table(name) for name in ("table2_in_domain_ffdm", "table3_in_domain_film", "table4_out_of_domain")),
+        Table("Section 6.1: change from in-domain to out-of-domain (same model, different cases)",
+              _changes_layout(drops), "No paired test: the cases differ."),
+        Table("Paired DeLong tests between the pretrained variants",
+              _tests_layout(m.tests[m.tests["reference"].isin(PRETRAINED_REFERENCES)])),
+        *m.figures("roc_domains"),
+    ]
 
-    finetune = Section("Fine-tuning (Table 8, Figures 3 and 4)")
-    finetune.blocks.append(Table(_title("table8_finetune"), render.thesis_layout(thesis["table8_finetune"]),
-                                 "Config 1: stage 1 trains Block 2 and the head; Config 2: Block 1, Block 2 and the "
-                                 "head; stage 2 trains all layers (thesis Table 6 settings of the profile)."))
-    for name in ("loss_config1", "loss_config2", "loss_pretrain_a", "loss_pretrain_ab"):
-        _add_figure(finetune, made, name)
 
-    comparison = Section("Before and after domain adaptation (Table 9)")
-    comparison.blocks.append(Table(_title("table9_comparison"), render.thesis_layout(thesis["table9_comparison"])))
-    comparison.blocks.append(Table("Relative change against the baseline",
-                                   _changes_layout(changes[changes["comparison"] == "vs baseline"])))
-    comparison.blocks.append(Table("Paired DeLong tests on the hospital test split", _tests_layout(
-        tests[~tests["reference"].isin(["a-hospital", "a-ffdm", "a-film"])]),
-        f"Comparisons involving the patient-level radiomics model use the CNN's {tables.PATIENT_RULE} over views."))
-    comparison.blocks.append(Table("Table 9 at patient level (like-for-like with the radiomics row)",
-                                   _patient_layout(patient),
-                                   "Computed by the report from scores.csv with common.metrics.evaluate (validation "
-                                   "G-mean threshold, test split, patients resampled)."))
-    for name in ("roc_table9", "score_distributions", "confusion_matrices"):
-        _add_figure(comparison, made, name)
+def _radiomics(m: Material) -> list[Any]:
+    return [m.thesis_table("table5_radiomics", "Patient level: 4 baseline CNN scores + 4 x 34 radiomic features + "
+                                               "age, PCA and gradient boosting (radiomics step).")]
 
-    gradcam = Section("Grad-CAM")
-    if "gradcam" in made:
-        _add_figure(gradcam, made, "gradcam")
-    else:
-        gradcam.blocks.append(Note(skipped.get("gradcam", "Grad-CAM skipped")))
 
-    shift = Section("Domain shift")
-    for name in ("domain_shift", "target_features"):
-        if name in made:
-            _add_figure(shift, made, name)
-        else:
-            shift.blocks.append(Note(f"{name}: {skipped.get(name, 'not drawn')}"))
+def _finetune(m: Material) -> list[Any]:
+    return [m.thesis_table("table8_finetune", "Config 1: stage 1 trains Block 2 and the head; Config 2: Block 1, "
+                                              "Block 2 and the head; stage 2 trains all layers (thesis Table 6 "
+                                              "settings of the profile)."),
+            *m.figures("loss_config1", "loss_config2", "loss_pretrain_a", "loss_pretrain_ab")]
 
-    reproduce = Section("Reproduce")
-    reproduce.blocks.append(Paragraph(f"Code: {provenance.describe(context['code'])}. This report was made by the "
-                                      "second command; the first rebuilds the work directory it read."))
-    reproduce.blocks.append(Code(f"{context['pipeline_command']}\n{context['command']}"))
+
+def _comparison(m: Material) -> list[Any]:
+    return [
+        m.thesis_table("table9_comparison"),
+        Table("Relative change against the baseline",
+              _changes_layout(m.changes[m.changes["comparison"] == "vs baseline"])),
+        Table("Paired DeLong tests on the hospital test split",
+              _tests_layout(m.tests[~m.tests["reference"].isin(PRETRAINED_REFERENCES)]),
+              f"Comparisons involving the patient-level radiomics model use the CNN's {tables.PATIENT_RULE} over "
+              "views."),
+        Table("Table 9 at patient level (like-for-like with the radiomics row)", _patient_layout(m.patient),
+              "Computed by the report from scores.csv with common.metrics.evaluate (validation G-mean threshold, test "
+              "split, patients resampled)."),
+        *m.figures("roc_table9", "score_distributions", "confusion_matrices"),
+    ]
+
+
+def _gradcam_section(m: Material) -> list[Any]:
+    return m.figures("gradcam") or [Note(m.skipped.get("gradcam", "Grad-CAM skipped"))]
+
+
+def _shift(m: Material) -> list[Any]:
+    return [block for name in ("domain_shift", "target_features")
+            for block in (m.figures(name) or [Note(f"{name}: {m.skipped.get(name, 'not drawn')}")])]  # fmt: skip
+
+
+def _reproduce(m: Material) -> list[Any]:
+    context = m.context
+    blocks: list[Any] = [
+        Paragraph(f"Code: {provenance.describe(context['code'])}. This report was made by the second command; the "
+                  "first rebuilds the work directory it read."),
+        Code(f"{context['pipeline_command']}\n{context['command']}"),
+    ]
     if context["data_source"] != "synthetic":
-        reproduce.blocks.append(Paragraph("Real data: the inputs each step read (DICOM folders, cohorts, checkpoint) "
-                                          "are listed in the table at the end of this section."))
-    reproduce.blocks.append(Paragraph(f"Profile {context['profile']} as used (every setting a step reads):"))
-    reproduce.blocks.append(Code(yaml.safe_dump(profile.to_dict(), sort_keys=False).rstrip()))
-    recorded = _recorded_profiles(workdir)
-    differing = {part: name for part, name in recorded.items() if name != context["profile"]}
+        blocks.append(Paragraph("Real data: the inputs each step read (DICOM folders, cohorts, checkpoint) are listed "
+                                "in the table at the end of this section."))
+    blocks.append(Paragraph(f"Profile {context['profile']} as used (every setting a step reads):"))
+    blocks.append(Code(yaml.safe_dump(m.profile.to_dict(), sort_keys=False).rstrip()))
+    differing = {part: name for part, name in _recorded_profiles(m.workdir).items() if name != context["profile"]}
     if differing:
-        reproduce.blocks.append(Note("Steps recorded a different profile than this report's: " + ", ".join(
+        blocks.append(Note("Steps recorded a different profile than this report's: " + ", ".join(
             f"{part}: {name}" for part, name in differing.items())))
-    reproduce.blocks.append(Table("Work directory parts and what each step recorded", _parts_layout(parts, workdir)))
-    return [about, baselines, radiomics, finetune, comparison, gradcam, shift, reproduce]
+    blocks.append(Table("Work directory parts and what each step recorded", _parts_layout(m.parts, m.workdir)))
+    return blocks
+
+
+# The report's sections in reading order: (title, builder of its blocks).
+SECTIONS: tuple[tuple[str, Callable[[Material], list[Any]]], ...] = (
+    (ABOUT, _about),
+    ("Baselines in-domain and out-of-domain (Tables 2, 3, 4)", _baselines),
+    ("Baseline plus radiomic features (Table 5)", _radiomics),
+    ("Fine-tuning (Table 8, Figures 3 and 4)", _finetune),
+    (TABLE9_SECTION, _comparison),
+    (GRADCAM_SECTION, _gradcam_section),
+    ("Domain shift", _shift),
+    ("Reproduce", _reproduce),
+)
 
 
 def _summary(context, found, changes, tests, patient, workdir, made, skipped) -> dict[str, Any]:
@@ -425,22 +504,3 @@ def _label(key: str) -> str:
 
 def _title(name: str) -> str:
     return next(table.title for table in TABLES if table.name == name)
-
-
-def _add_figure(section: Section, made: dict[str, Figure], name: str) -> None:
-    if name in made:
-        section.blocks.append(made[name])
-        section.blocks.extend(Note(warning) for warning in made[name].warnings)
-
-
-def _plain(value: Any) -> Any:
-    """JSON without NaN: missing numbers become null."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -65,7 +65,7 @@ def _sample(workdir: WorkDir, domain: str, index: pd.DataFrame, count: int, *, f
         image = cv2.imread(str(workdir.path(part) / "images" / f"{row['image_id']}.png"), cv2.IMREAD_UNCHANGED)
         if image is None:
             continue
-        scaled = image.astype(np.float64) / np.iinfo(image.dtype).max
+        scaled = image.astype(np.float64) / np.iinfo(image.dtype).max  # type: ignore[type-var]  # a 16-bit PNG
         try:
             mask = segment_breast(scaled, row["view"], network_spacing(row, image.shape[1])).breast
             values = scaled[mask]

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.figure  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -73,25 +74,15 @@ def roc_band(curve: Curve, *, n_boot: int, seed: int, level: float = 0.95) -> tu
     Resamples patients when `groups` is given (as the AUC interval of common.metrics does), so the band
     and the tabulated CI describe the same uncertainty; replicates missing a class are redrawn.
     """
-    y = curve.y.astype(bool)
-    if curve.groups is None:
-        members = [np.array([i]) for i in range(len(y))]
-    else:
-        codes, uniques = pd.factorize(pd.Series(curve.groups))
-        members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
-    rng = np.random.default_rng(seed)
-    tprs = np.empty((n_boot, FPR_GRID.size))
-    done = 0
-    while done < n_boot:
-        index = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
-        yb = y[index]
-        if yb.all() or not yb.any():
-            continue
-        fpr, tpr = roc_points(yb, curve.s[index])
-        tprs[done] = np.interp(FPR_GRID, fpr, tpr)
-        done += 1
-    tail = (1 - level) / 2 * 100
-    return np.percentile(tprs, tail, axis=0), np.percentile(tprs, 100 - tail, axis=0)
+    replicates = metrics.bootstrap_replicates(_tpr_on_grid, curve.y, curve.s, n_boot=n_boot, seed=seed,
+                                              groups=curve.groups)
+    low, high = metrics.percentile_interval(replicates, level)
+    return low, high
+
+
+def _tpr_on_grid(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    fpr, tpr = roc_points(y, s)
+    return np.interp(FPR_GRID, fpr, tpr)
 
 
 def roc_figure(panels: dict[str, list[Curve]], *, n_boot: int, seed: int) -> bytes:
@@ -183,7 +174,7 @@ def confusion_figure(models: list[tuple[str, Curve, float]]) -> bytes:
     return png_bytes(fig)
 
 
-def png_bytes(fig, rect: tuple[float, float, float, float] | None = None) -> bytes:
+def png_bytes(fig: matplotlib.figure.Figure, rect: tuple[float, float, float, float] | None = None) -> bytes:
     """The figure as PNG (a `Rendered`, so its SVG comes along); closes the figure. `rect` keeps part of the
     figure free of axes (e.g. for a figure-level legend)."""
     png, svg = io.BytesIO(), io.BytesIO()

@@ -1,10 +1,9 @@
-"""Grad-CAM overlays of the most and least confident test images - an OPTIONAL HOOK.
+"""Grad-CAM overlays of the most and least confident test images.
 
 The heatmaps come from the model code (`common.gradcam.gradcam_maps(model, images) -> (N, H, W)`, >= 0,
-unnormalised); the report only loads the model folder the way inference does (model.keras plus the
-constants of preprocessing.json) and draws. When that module is absent from a build, or anything in
-the hook fails, the figure is skipped and the report says why in a visible note - the rest of the
-report never depends on TensorFlow.
+unnormalised); the report only loads the model folder the way inference does (common.model_folder) and
+draws. TensorFlow loads only when the figure is drawn; when anything in drawing the maps fails, the figure
+is skipped and the report says why in a visible note, and the rest of the report goes on.
 
 Three rows: the most confident cancer calls (highest scores), the most confident all-clear calls
 (lowest scores) and the least confident cases (scores closest to the model's frozen validation
@@ -19,7 +18,6 @@ What of each image may be shown follows its BurnedInAnnotation tag (common.burne
 
 from __future__ import annotations
 
-import importlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +27,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from common import burned_in
+from common import burned_in, model_folder
+from common.artifacts import error_line
 from common.radiomics.segmentation import segment_breast
 from common.report.domain import network_spacing
 from common.report.figures import plt, png_bytes
 from common.report.ground_truth import lesion_masks
 
-GRADCAM_MODULE = "common.gradcam"
-GRADCAM_FUNCTION = "gradcam_maps"
 CASES_PER_GROUP = 3
 RELATIVE_SPREAD = 1e-6  # a map whose max - min is below this share of its max is constant
 VISIBLE_FROM = 0.02  # heat below this share of the colour scale stays transparent
@@ -63,22 +60,17 @@ def confident_cases(scores: pd.DataFrame, threshold: float, count: int = CASES_P
 
 def gradcam_heatmaps(model_dir: Path, image_paths: list[Path]) -> tuple[np.ndarray, str]:
     """(N, H, W) maps of the model in `model_dir` for the given preprocessed PNGs, and how they were made."""
-    module = importlib.import_module(GRADCAM_MODULE)
-    from common.data import Preprocessing  # TensorFlow only loads when the hook runs
-    from common.model import load_model
+    from common import gradcam  # TensorFlow only loads when the figure is drawn
 
-    prep = Preprocessing.read(model_dir)
-    model = load_model(model_dir / "model.keras")
+    model, prep = model_folder.read(model_dir)
     batch = []
     for path in image_paths:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise FileNotFoundError(f"{path} is missing or unreadable")
-        gray = image.astype(np.float32)[..., None] * prep.rescale
-        batch.append(np.repeat(gray, 3, axis=-1) - prep.featurewise_mean)
-    maps = np.asarray(getattr(module, GRADCAM_FUNCTION)(model, np.stack(batch)), dtype=np.float32)
-    method = f"{getattr(module, 'METHOD', GRADCAM_MODULE)} at {getattr(module, 'DEFAULT_LAYER', 'its default layer')}"
-    return maps, method
+        batch.append(model_folder.model_input(model_folder.to_255(image.astype(np.float32)[..., None], prep), prep))
+    maps = np.asarray(gradcam.gradcam_maps(model, np.stack(batch)), dtype=np.float32)
+    return maps, f"{gradcam.METHOD} at {gradcam.DEFAULT_LAYER}"
 
 
 def degenerate(heat: np.ndarray) -> str | None:
@@ -139,13 +131,8 @@ def gradcam_figure(model_dir: Path, images_dir: Path, scores: pd.DataFrame, thre
     paths = [images_dir / f"{image_id}.png" for image_id in cases["image_id"]]
     try:
         maps, method = gradcam_heatmaps(model_dir, paths)
-    except ModuleNotFoundError as error:
-        if error.name != GRADCAM_MODULE:
-            return GradcamFigure(None, f"Grad-CAM skipped: {error}")
-        return GradcamFigure(None, f"Grad-CAM skipped: {GRADCAM_MODULE} is not available in this build")
-    except Exception as error:  # noqa: BLE001 - an optional hook must never stop the report
-        return GradcamFigure(None, f"Grad-CAM skipped: the hook failed ({type(error).__name__}: "
-                                   f"{str(error).splitlines()[0]})")  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - one figure must never stop the report
+        return GradcamFigure(None, f"Grad-CAM skipped: the hook failed ({type(error).__name__}: {error_line(error)})")
 
     panels = []
     for (_, case), heat in zip(cases.iterrows(), maps, strict=True):
@@ -194,7 +181,7 @@ def _image_and_breast(path: Path, row: pd.Series) -> tuple[np.ndarray, np.ndarra
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FileNotFoundError(f"{path} is missing or unreadable")
-    scaled = image.astype(np.float64) / np.iinfo(image.dtype).max
+    scaled = image.astype(np.float64) / np.iinfo(image.dtype).max  # type: ignore[type-var]  # a 16-bit PNG
     try:  # segmented as a CC view: the pectoral muscle of an MLO view stays in, as a reader sees it
         breast = segment_breast(scaled, "CC", network_spacing(row, image.shape[1])).breast
     except ValueError:  # no breast found

@@ -302,7 +302,7 @@ def _subgroups(workdir: WorkDir, scores, found, out: Publication, *, n_boot: int
         attributes["age"] = test["patient_id"].astype(str).map(strata)
         if density and "image_id" in test:
             attributes["density"] = test["image_id"].astype(str).map(per_image)
-        elif density:  # a patient-level row: the patient's most frequent density class
+        elif density and images is not None:  # a patient-level row: the patient's most frequent density class
             modes = images.groupby(images["patient_id"].astype(str))["density"].agg(lambda v: v.mode().iloc[0])
             attributes["density"] = test["patient_id"].astype(str).map(modes)
         results[key] = subgroups.subgroup_table(test, attributes, float(found[key]["threshold"]), n_boot=n_boot,

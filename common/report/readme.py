@@ -14,6 +14,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +248,12 @@ def render(readme: str, summary: dict | None, seeds: dict | None, results: Path)
     """The README with every generated block rewritten; a marker pair the README lacks is not added."""
     for name, make in _blocks(summary, seeds, results).items():
         pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end generated: {name} -->)", re.S)
-        readme = pattern.sub(lambda match, make=make: match.group(1) + make() + "\n" + match.group(2), readme)
+        readme = pattern.sub(partial(_generated, make=make), readme)
     return readme
+
+
+def _generated(match: re.Match[str], make: Callable[[], str]) -> str:
+    return match.group(1) + make() + "\n" + match.group(2)
 
 
 def add_seed_run(seeds_path: Path, seed: int, summary_path: Path) -> None:

@@ -9,6 +9,7 @@ import base64
 import html
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -58,7 +59,7 @@ figcaption{font-size:.85em;color:#444}pre{background:#f5f5f5;padding:8px;overflo
 """
 
 
-def fmt(value, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):

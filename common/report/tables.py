@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from common import metrics
+from common.artifacts import error_line
 from common.report.workdir import METRIC_FIELDS, WorkDir
 
 PATIENT_RULE = "max"
@@ -168,37 +168,21 @@ def paired_tests(found: dict[str, dict[str, Any]], workdir: WorkDir) -> pd.DataF
         level = "patient" if "patient" in (found[key]["level"], found[reference]["level"]) else "image"
         record: dict[str, Any] = {"row": key, "reference": reference, "level": level}
         try:
-            y, sa, sb, note = paired_test_scores(a, b, level)
+            paired = metrics.paired_test_scores(a, b, level=level, patient_rule=PATIENT_RULE)
         except (ValueError, KeyError) as error:  # e.g. an id scored twice, a missing id column
-            records.append(record | {"note": f"not computable: {str(error).splitlines()[0]}"})
+            records.append(record | {"note": f"not computable: {error_line(error)}"})
             continue
+        y, note = paired.labels, paired.note
         record |= {"n": len(y), "n_pos": int(y.sum())}
         if y.all() or not y.any():
             record |= {"auc": math.nan, "auc_reference": math.nan, "difference": math.nan, "p_value": math.nan,
                        "note": (note + "; " if note else "") + "needs both classes among the shared test cases"}
         else:
-            auc_a, auc_b, p = metrics.delong_test(y, sa, sb)
+            auc_a, auc_b, p = metrics.delong_test(y, paired.scores_a, paired.scores_b)
             record |= {"auc": auc_a, "auc_reference": auc_b, "difference": auc_a - auc_b, "p_value": p, "note": note}
         records.append(record)
     columns = ["row", "reference", "level", "n", "n_pos", "auc", "auc_reference", "difference", "p_value", "note"]
     return pd.DataFrame.from_records(records, columns=columns)
-
-
-def paired_test_scores(a: pd.DataFrame, b: pd.DataFrame, level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Labels and the two score vectors of the test cases both frames hold, aligned by id."""
-    key = "image_id" if level == "image" else "patient_id"
-    sides = [_test_rows(frame, level) for frame in (a, b)]
-    joined = sides[0].merge(sides[1], on=key, suffixes=("_a", "_b"), validate="one_to_one")
-    notes = []
-    dropped = max(len(sides[0]), len(sides[1])) - len(joined)
-    if dropped:
-        notes.append(f"{dropped} test case(s) scored by only one model left out")
-    disagree = joined["label_a"] != joined["label_b"]
-    if disagree.any():
-        notes.append(f"{int(disagree.sum())} case(s) with conflicting labels left out")
-        joined = joined[~disagree]
-    return (joined["label_a"].to_numpy().astype(int), joined["score_a"].to_numpy(float),
-            joined["score_b"].to_numpy(float), "; ".join(notes))  # fmt: skip
 
 
 def patient_level_view(found: dict[str, dict[str, Any]], workdir: WorkDir, *, n_boot: int, seed: int) -> pd.DataFrame:
@@ -243,13 +227,6 @@ def patient_level_view(found: dict[str, dict[str, Any]], workdir: WorkDir, *, n_
     columns = ["row", "model", "n", "n_pos", "auc", "auc_ci95_low", "auc_ci95_high", "sensitivity", "specificity",
                "accuracy", "threshold", "note"]  # fmt: skip
     return pd.DataFrame.from_records(records, columns=columns)
-
-
-def _test_rows(frame: pd.DataFrame, level: str) -> pd.DataFrame:
-    if level == "patient" and "image_id" in frame.columns:
-        frame = metrics.patient_scores(frame, how=PATIENT_RULE)
-    key = "image_id" if level == "image" else "patient_id"
-    return frame.loc[frame["split"] == "test", [key, "label", "score"]]
 
 
 def _number(values: dict[str, Any] | None, name: str) -> float:

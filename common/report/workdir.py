@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from common.artifacts import SUCCESS, UnusableInput
+from common.artifacts import SUCCESS, UnusableInput, error_line
 from common.constants import DOMAINS
 
 REQUIRED_PART = "infer-ab-hospital"
@@ -130,5 +130,5 @@ class WorkDir:
                 try:
                     self._cache[key] = reader(self.path(part) / name)
                 except (OSError, ValueError, pd.errors.ParserError) as error:
-                    self.note_missing(part, f"{name} unreadable: {str(error).splitlines()[0]}")
+                    self.note_missing(part, f"{name} unreadable: {error_line(error)}")
         return self._cache[key]

@@ -15,12 +15,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import MAMMO
 
 from common import __version__, argo_render, images, shards
 from common.containers import Executor, Run, give_to, pipeline_parameters, workflow_parameters
@@ -137,7 +137,7 @@ def test_cpu_only_images_share_the_dependency_layer(built):
 def in_process_ci(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("in_process")
     started = time.time()
-    command = [sys.executable, "-m", "jobs.cli", "pipeline", "run", "--profile", "ci", "--workdir", str(workdir)]
+    command = [*MAMMO, "pipeline", "run", "--profile", "ci", "--workdir", str(workdir)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads((workdir / "report" / "summary.json").read_text()), time.time() - started
@@ -193,7 +193,7 @@ def test_containerised_ci_pipeline_equals_the_in_process_run(built, workflow, in
                                                              pushgateway, pipeline_id, tmp_path):
     env = {**os.environ, **s3_server.env, "PUSHGATEWAY_URL": pushgateway.url, "PIPELINE_ID": pipeline_id}
     started = time.time()
-    command = [sys.executable, "-m", "jobs.cli", "pipeline", "run", "--executor", "podman", "--artifacts",
+    command = [*MAMMO, "pipeline", "run", "--executor", "podman", "--artifacts",
                f"s3://{bucket}", "--profile", "ci", "--workdir", str(tmp_path)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import time
 
 import pandas as pd
 import pytest
+from helpers import MAMMO
 
 from common.pipeline import tasks
 
@@ -25,7 +25,7 @@ def test_synth_preprocess_split_through_s3_and_pushgateway(s3_server, s3_env, bu
     started = time.time()
     for name in CHAIN:
         task = plan[name]
-        result = subprocess.run([sys.executable, "-m", "jobs.cli", *task.argv(workdir)], capture_output=True,
+        result = subprocess.run([*MAMMO, *task.argv(workdir)], capture_output=True,
                                 text=True, env={**env, "MAMMO_TASK": name}, timeout=300)
         assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
     ended = time.time()

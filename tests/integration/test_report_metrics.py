@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_report import make_workdir, run_report
+from helpers import make_workdir, run_report
 
 from common import telemetry
 
