@@ -13,7 +13,6 @@ import copy
 import io
 import json
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import yaml
 from helpers import MAMMO
 
-from common import __version__, argo_render, images, shards
+from common import __version__, argo_render, images, shards, steps
 from common.containers import Executor, Run, give_to, pipeline_parameters, workflow_parameters
 from common.engine import EngineUnavailable, detect, find_binary
 
@@ -45,14 +44,10 @@ print(json.dumps(result))
 """
 
 
-def make_variable(name: str) -> list[str]:
-    match = re.search(rf"^{name}\s*:?=\s*(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    return match[1].split()
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The engine and the CPU step images, built (or found in the layer cache) with the Makefile's step list."""
+    """The engine and the CPU step images, built (or found in the layer cache): the step registry's list, which
+    the Makefile's IMAGE_STEPS is too."""
     if os.environ.get("MAMMO_IMAGE_TEST") != "1":
         pytest.skip("builds the step images and runs containers: run it with make image-test")
     try:
@@ -62,7 +57,7 @@ def built(tmp_path_factory):
         pytest.skip(f"no container can run here: {error}")
     results = tmp_path_factory.mktemp("images") / "images.json"
     started = time.time()
-    code = images.main(["build", "--steps", " ".join(make_variable("IMAGE_STEPS")), "--registry", "localhost",
+    code = images.main(["build", "--steps", " ".join(steps.image_steps()), "--registry", "localhost",
                         "--tag", __version__, "--results", str(results)])
     assert code == 0
     print(f"image builds: {time.time() - started:.0f}s")
