@@ -255,3 +255,12 @@ def test_stage_settings_are_table_6_and_pretraining_may_wait_longer():
     assert demo.training.phase("stage1_config1").early_stopping_patience == 3
     pretrain = demo.training.phase("pretrain")
     assert pretrain.early_stopping_patience == demo.training.pretrain.early_stopping_patience
+
+
+def test_demo_pretraining_is_not_cut_short_on_its_plateau():
+    """From scratch the demo's VGG sits on a val_loss plateau for several epochs before it learns. Issue 12: with
+    patiences 4 and 6 a fresh seed-0 run had its learning rate cut at epoch 7 and stopped at 8 with film at chance
+    (AUC 0.52), where an earlier run had left the plateau at epoch 9 and reached 0.83."""
+    pretrain = load_profile("demo").training.phase("pretrain")
+    assert pretrain.reduce_lr_patience >= pretrain.epochs
+    assert pretrain.early_stopping_patience >= pretrain.epochs
