@@ -42,7 +42,8 @@ SHARD_OPTION, MERGE_OPTION = "--shard", "--merge-shards"
 
 def parse_argv(argv: Sequence[str]) -> tuple[str, dict[str, list[str]]]:
     """(step, option -> values) of `mammo STEP --option value ...`; `--option=value` is split."""
-    step, options, current = argv[0], {}, None
+    step, current = argv[0], None
+    options: dict[str, list[str]] = {}
     for token in argv[1:]:
         if token.startswith("--"):
             current, eq, value = token.partition("=")

@@ -45,10 +45,16 @@ TRIMMED = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/
 HOST_CA_BUNDLE = "/etc/ssl/certs"
 
 
+def _python_image_arg(dockerfile: Path) -> str:
+    match = re.search(r"^ARG PYTHON_IMAGE=(\S+)", dockerfile.read_text(), re.MULTILINE)
+    if match is None:
+        raise SystemExit(f"{dockerfile.name} declares no ARG PYTHON_IMAGE default")
+    return match[1]
+
+
 def published_base() -> str:
     """The PYTHON_IMAGE default both Dockerfiles declare (they must agree)."""
-    found = {re.search(r"^ARG PYTHON_IMAGE=(\S+)", (ROOT / name).read_text(), re.MULTILINE)[1]
-             for name in DOCKERFILES.values()}
+    found = {_python_image_arg(ROOT / name) for name in DOCKERFILES.values()}
     if len(found) != 1:
         raise SystemExit(f"the Dockerfiles disagree on PYTHON_IMAGE: {sorted(found)}")
     return found.pop()
@@ -102,7 +108,8 @@ def build_debian_base(engine: Engine, image: str, minor: str, echo: Callable[[st
                    'CMD ["python3"]']
         imported = subprocess.run(engine.command("import", *[f"--change={c}" for c in changes], "-", image),
                                   stdin=tar.stdout, stdout=subprocess.DEVNULL)
-        tar.stdout.close()
+        if tar.stdout is not None:
+            tar.stdout.close()
         if tar.wait() != 0 or imported.returncode != 0:
             raise SystemExit(f"importing the Debian root file system as {image} failed")
     echo(f"base image: {image} built in {time.time() - started:.0f}s")

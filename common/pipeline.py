@@ -220,7 +220,8 @@ def _baseline_tasks(mode: str, p: str, bound: dict[str, str], domains: list[str]
                           ("--source-name", "film")))
         plan.append(_task("pretrain-ab", "pretrain", p, bound, *_training_inputs("ffdm"),
                           ("--init-model", Out("pretrain-a")), ("--source-name", "film+ffdm")))
-        baselines = {"a": (("--model", Out("pretrain-a")),), "ab": (("--model", Out("pretrain-ab")),)}
+        baselines: dict[str, tuple[tuple[str, Arg], ...]] = {"a": (("--model", Out("pretrain-a")),),
+                                                             "ab": (("--model", Out("pretrain-ab")),)}
         start_model: Arg = Out("pretrain-ab")
     elif "checkpoint" in bound:
         bound.setdefault("checkpoint_mean", DEFAULT_CHECKPOINT_MEAN)

@@ -62,10 +62,10 @@ def plan(images: pd.DataFrame, folder: Path, masks_dir: Path | None) -> list[Ima
                                    breast_only=breast_only))  # fmt: skip
             continue
         network = folder / "images" / f"{row.image_id}.png"
-        original = getattr(row, "pixel_spacing_mm", None)
-        original = float(original) if _positive(original) else ASSUMED_SPACING_MM
+        recorded = getattr(row, "pixel_spacing_mm", None)
+        original = float(recorded) if recorded is not None and _positive(recorded) else ASSUMED_SPACING_MM
         width = getattr(row, "original_width", None)
-        width_mm = float(width) * original if _positive(width) else None
+        width_mm = float(width) * original if width is not None and _positive(width) else None
         tasks.append(ImageTask(row.image_id, row.view, network, "network", overlay_path, width_mm=width_mm,
                                breast_only=breast_only))  # fmt: skip
     return tasks

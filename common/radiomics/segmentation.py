@@ -164,7 +164,7 @@ def foreground(image: np.ndarray, threshold: float, spacing_mm: float) -> np.nda
     band = cv2.getStructuringElement(cv2.MORPH_RECT, (max(3, round(BAND_WIDTH_MM / spacing_mm)), 1))
     for element in (opening, band):
         eroded = cv2.erode(core, element, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        core = cv2.dilate(eroded, element)
+        core = np.asarray(cv2.dilate(eroded, element), dtype=np.uint8)
     core = largest_component(core > 0)
     restored = largest_component((cv2.dilate(core.astype(np.uint8), opening) > 0) & binary)
     closing = _disk(max(1, round(CLOSE_RADIUS_MM / spacing_mm)))

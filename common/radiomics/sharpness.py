@@ -37,11 +37,13 @@ def laplacian_energy(image: np.ndarray) -> np.ndarray:
 
 def _reconstruct(coefficients: list, shapes: list[tuple[int, int]]) -> np.ndarray:
     """Single-branch inverse transform: `coefficients` = (cA or None, details or None) per level, coarsest first."""
-    current = None
+    current: np.ndarray | None = None
     for (approx, details), shape in zip(coefficients, shapes, strict=True):
         if current is not None:
             approx = current
         current = pywt.idwt2((approx, details), WAVELET, mode="symmetric")[: shape[0], : shape[1]]
+    if current is None:
+        raise ValueError("no wavelet level to reconstruct")
     return current
 
 

@@ -133,7 +133,8 @@ def synthesize_cohort(
         raise ValueError(f"--patients must be an even number >= 2 (case-control pairs), got {patients}")
     out = Path(out)
     shutil.rmtree(out / "dicom", ignore_errors=True)  # a re-run must not leave patients of an older cohort
-    task = partial(_write_patient, out=out, domain_name=domain, seed=seed, image_shape=tuple(image_shape))
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    task = partial(_write_patient, out=out, domain_name=domain, seed=seed, image_shape=shape)
     workers = min(workers or os.cpu_count() or 1, patients)
     results = []
     with (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from common.synth.domains import Domain, Rendering
 
@@ -43,9 +43,9 @@ def mammogram_bytes(identity: ViewIdentity, rendering: Rendering, spacing_mm: fl
     rows, columns = rendering.pixels.shape
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = MAMMOGRAPHY_FOR_PRESENTATION
+    ds.file_meta.MediaStorageSOPClassUID = UID(MAMMOGRAPHY_FOR_PRESENTATION)
     sop_uid = identity.uid("image", identity.laterality, identity.view)
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
     ds.SOPClassUID = MAMMOGRAPHY_FOR_PRESENTATION

@@ -210,7 +210,7 @@ def _calcifications(lesion, shape_rng, view_rng, spacing, cx, cy) -> tuple[np.nd
     for dc, dr, share in ((0, 0, (1 - fc) * (1 - fr)), (1, 0, fc * (1 - fr)), (0, 1, (1 - fc) * fr), (1, 1, fc * fr)):
         np.add.at(patch, (r0 + dr, c0 + dc), weights * share)
     sigma = max(0.6, 0.18 / spacing)
-    patch = cv2.GaussianBlur(patch, (0, 0), sigma)
+    patch = np.asarray(cv2.GaussianBlur(patch, (0, 0), sigma), dtype=np.float32)
     if lesion.malignant:  # the faint density of the ductal carcinoma that carries the calcifications
         dx, dy = _local_grid(half, spacing, cx, cy)
         haze = 0.7 * (MU_GLAND - MU_FAT) * 2.0 * np.sqrt(np.clip(r * r - dx * dx - dy * dy, 0.0, None))

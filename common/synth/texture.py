@@ -63,10 +63,10 @@ def converging_field(
     reference = 0.5 * max(nx, 1.0)
     src_h = int(np.ceil(np.pi * reference)) + 4
     src_w = int(np.ceil(radius.max())) + 4
-    source = sum(
+    source = np.asarray(sum(
         weight * power_law_field((src_h, src_w), rng, beta=beta, spacing_mm=spacing_mm, stretch=stretch)
         for rng, weight in sources
-    )
+    ))
     map_x = radius.astype(np.float32)
     map_y = ((angle + np.pi / 2) * reference + 2.0).astype(np.float32)
     return cv2.remap(source.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
