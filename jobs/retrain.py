@@ -17,6 +17,7 @@ from common.constants import RETRAIN
 from common.profile import DEFAULT_PROFILE
 from common.retraining import RetrainRun, RetrainSettings, record_decision
 from common.storage import S3Uri, Storage, is_s3
+from jobs.retrain_gate import add_gate_arguments
 
 HELP = "Retrain on new hospital studies from S3 and promote the challenger only if it is not worse."
 INPUT_ARGS: tuple[str, ...] = ()
@@ -34,10 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="full, demo, ci or a YAML file")
     parser.add_argument("--min-new-studies", type=int, default=RETRAIN.min_new_studies,
                         help="fewer new studies end the run early")
-    parser.add_argument("--margin", type=float, default=RETRAIN.margin,
-                        help="non-inferiority margin on the AUC difference")
-    parser.add_argument("--alpha", type=float, default=RETRAIN.alpha,
-                        help="one-sided level of the non-inferiority test")
+    add_gate_arguments(parser)
     parser.add_argument("--config", type=int, choices=(1, 2), default=RETRAIN.finetune_config,
                         help="stage-1 fine-tuning configuration")
     parser.add_argument("--seed-champion", help="model folder (or s3://) registered as champion when there is none")

@@ -17,16 +17,21 @@ INPUT_ARGS = ("discovery", "images", "split", "challenger", "champion_scores", "
 OUTPUT_ARG = "out"
 
 
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The champion-challenger test's settings, shared with `mammo retrain` (which runs this gate)."""
+    parser.add_argument("--margin", type=float, default=RETRAIN.margin,
+                        help="non-inferiority margin on the AUC difference")
+    parser.add_argument("--alpha", type=float, default=RETRAIN.alpha,
+                        help="one-sided level of the non-inferiority test")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, text in (("discovery", "retrain-discover output"), ("images", "training data (retrain-data)"),
                        ("split", "split of the training data"), ("challenger", "finetune-stage2 model folder"),
                        ("champion-scores", "baseline-infer of the champion"),
                        ("challenger-scores", "baseline-infer of the challenger")):
         parser.add_argument(f"--{name}", required=True, help=f"{text} folder")
-    parser.add_argument("--margin", type=float, default=RETRAIN.margin,
-                        help="non-inferiority margin on the AUC difference")
-    parser.add_argument("--alpha", type=float, default=RETRAIN.alpha,
-                        help="one-sided level of the non-inferiority test")
+    add_gate_arguments(parser)
     parser.add_argument("--finetune-config", type=int, choices=(1, 2), default=RETRAIN.finetune_config,
                         help="recorded in the lineage")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="recorded in the lineage")
