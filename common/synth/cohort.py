@@ -60,13 +60,15 @@ def render_patient(patient: Patient, domain: Domain, seed: int, image_shape: tup
         for view in VIEWS:
             phantom = build_view(patient, breast, view, image_shape, spacing)
             view_rng = patient.stream(5, SIDES.index(side), VIEWS.index(view))
+            tissue = phantom.attenuation.copy()
             placed = [add_lesion(phantom, lesion, view_rng) for lesion in lesions if lesion.side == side]
             attenuation, mask = phantom.attenuation, phantom.mask
+            findings = attenuation > tissue
             if side == "R":  # stored with the chest wall on the right (see dicom_writer)
-                attenuation, mask = attenuation[:, ::-1], mask[:, ::-1]
+                attenuation, mask, findings = attenuation[:, ::-1], mask[:, ::-1], findings[:, ::-1]
             rendering = render(domain, np.ascontiguousarray(attenuation), np.ascontiguousarray(mask), spacing,
                                patient.stream(6, SIDES.index(side), VIEWS.index(view)), side + view,
-                               chest_wall_left=side == "L")
+                               chest_wall_left=side == "L", findings=np.ascontiguousarray(findings))
             identity = ViewIdentity(patient.patient_id, patient.age, side, view, seed, domain)
             views.append(View(side, view, phantom, placed, mammogram_bytes(identity, rendering, spacing),
                               rendering.pixels))
