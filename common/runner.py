@@ -1,11 +1,12 @@
-"""Local runner: executes the pipeline definition's tasks in order inside one work directory.
+"""Local runner: executes the pipeline definition's tasks inside one work directory, a task as soon as the tasks
+it reads from have finished and up to `jobs` at once (as Argo runs the same DAG).
 
 It is the embedded default (no cluster): the same task list the Argo YAML is rendered from, each task
 a `mammo` subprocess exactly as a container would run it (a sharded one as `python -m common.shards`, which
 starts its shards and merge inside the task's process group). A task is skipped when its folder holds
 `_SUCCESS.json` with the fingerprint the task would have now (common.fingerprint); otherwise it reruns,
 and so does everything downstream of it, each with a one-line reason. The work folder is locked for the
-whole run; a SIGTERM or SIGINT to the runner goes to the running task's whole process group (its pool
+whole run; a SIGTERM or SIGINT to the runner goes to every running task's whole process group (its pool
 workers too), so stopping the runner leaves nothing behind that still writes, and a runner killed
 outright (SIGKILL) takes its task with it (the kernel's parent-death signal).
 """
@@ -19,8 +20,11 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import fingerprint, shards, workfolder
@@ -75,80 +79,164 @@ def _reason(task: Task, workdir: Path, force: bool, start: str | None, earlier: 
 
 
 def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print, force: bool = False,
-              start: str | None = None, execute: Execute | None = None) -> dict[str, float]:
-    """Run every task not up to date; returns wall seconds per task run now (skipped tasks are absent)."""
+              start: str | None = None, execute: Execute | None = None, jobs: int = 1) -> dict[str, float]:
+    """Run every task not up to date, up to `jobs` at once, each as soon as the tasks it reads from have finished
+    (as Argo runs a DAG); returns wall seconds per task run now (skipped tasks are absent).
+
+    With one job the tasks run in the definition's order. After a failure nothing new starts and the tasks
+    still running finish, so their folders are complete when the rerun starts.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     workdir.mkdir(parents=True, exist_ok=True)
     with workfolder.locked(workdir, "work folder"):
-        return _run_locked(tasks, workdir, echo, decide(tasks, workdir, force, start), execute or run_task)
+        return _run_locked(tasks, workdir, echo, decide(tasks, workdir, force, start), execute or run_task, jobs)
 
 
 def run_task(task: Task, argv: list[str]) -> int:
     """A task as a child process leading its own group; a sharded one as `python -m common.shards`: the same shard
     plan as on Argo, its shards and merge as processes of that group."""
     program = "common.shards" if shards.is_sharded(task.step) else "jobs.cli"
-    return _run_child([sys.executable, "-m", program, *argv], task.name)
+    return run_child([sys.executable, "-m", program, *argv], task.name)
 
 
-def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str | None],
-                execute: Execute) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    width = len(str(len(tasks)))
+class _Running:
+    """The process groups of the tasks running now, the stop request a signal left, and each finished task's
+    core-seconds (from its own wait4, so tasks running side by side are charged only what they used)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.groups: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+        self.stop: int | None = None
+
+    def request_stop(self, signum: int, _frame: object = None) -> None:
+        with self.lock:
+            if self.stop is None:
+                self.stop = signum
+            groups = list(self.groups.values())
+        for pgid in groups:
+            _signal_group(pgid, signum)
+
+
+RUNNING = _Running()
+
+
+@contextmanager
+def _stop_requests() -> Iterator[None]:
+    """SIGTERM/SIGINT to the runner go to every running task's group (only the main thread can take signals)."""
+    RUNNING.stop = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, RUNNING.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for number, (task, reason) in enumerate(zip(tasks, reasons, strict=True), start=1):
-            prefix = f"[{number:>{width}}/{len(tasks)}] {task.name}"
-            if reason is None:
-                echo(f"{prefix}: {SKIPPED}")
-                continue
-            echo(f"{prefix}: runs ({reason}): mammo {' '.join(task.argv(workdir))}")
-            started, cpu_before = time.time(), _children_cpu_seconds()
-            code = execute(task, task.argv(workdir))
-            timings[task.name] = round(time.time() - started, 1)
-            cpu[task.name] = round(_children_cpu_seconds() - cpu_before, 1)
-            if code != 0:
-                raise TaskFailed(f"task {task.name} failed with exit code {code}; rerun to resume")
-            echo(f"{prefix}: finished in {timings[task.name]:.1f}s")
-    finally:
-        _record_timings(workdir, timings)
-        _record_timings(workdir, cpu, CPU_SECONDS)
-    return timings
-
-
-def _run_child(argv: list[str], task_name: str) -> int:
-    """Run one task in its own process group and pass a stop request on to all of it."""
-    stop: list[int] = []
-    started: list[subprocess.Popen] = []
-
-    def forward(signum: int, _frame) -> None:
-        if not stop:
-            stop.append(signum)
-            if started:
-                _signal_group(started[0].pid, signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True,
-                                 preexec_fn=_die_with_parent)
-        started.append(child)
-        if stop:  # asked to stop while the task was starting
-            _signal_group(child.pid, stop[0])
-        deadline = None
-        while True:
-            try:
-                code = child.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                if stop and deadline is None:
-                    deadline = time.monotonic() + STOP_GRACE_SECONDS
-                if deadline is not None and time.monotonic() > deadline:
-                    _signal_group(child.pid, signal.SIGKILL)
+        yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if stop:
+
+
+def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str | None],
+                execute: Execute, jobs: int) -> dict[str, float]:
+    timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    width = len(str(len(tasks)))
+    prefixes = {task.name: f"[{n:>{width}}/{len(tasks)}] {task.name}" for n, task in enumerate(tasks, start=1)}
+    waiting: list[Task] = []
+    for task, reason in zip(tasks, reasons, strict=True):
+        if reason is None:
+            echo(f"{prefixes[task.name]}: {SKIPPED}")
+        else:
+            waiting.append(task)
+    reruns = {task.name: reason for task, reason in zip(tasks, reasons, strict=True) if reason is not None}
+    finished: set[str] = set()
+    failure: BaseException | None = None
+    stopped: Stopped | None = None
+    try:
+        with _stop_requests(), ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="task") as pool:
+            running: dict[Future, Task] = {}
+            while waiting or running:
+                if failure is None and stopped is None and RUNNING.stop is None:
+                    for task in [t for t in waiting if all(d in finished or d not in reruns for d in t.depends)]:
+                        if len(running) >= jobs:
+                            break
+                        waiting.remove(task)
+                        echo(f"{prefixes[task.name]}: runs ({reruns[task.name]}): mammo {' '.join(task.argv(workdir))}")
+                        running[pool.submit(_timed, execute, task, task.argv(workdir))] = task
+                if not running:
+                    break  # stopping, failed, or (never on a DAG) nothing ready
+                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        code, timings[task.name], cpu[task.name] = future.result()
+                    except Stopped as error:
+                        stopped = stopped or error
+                        continue
+                    except Exception as error:  # an executor's own fault: the others still finish first
+                        failure = failure or error
+                        continue
+                    if code != 0:
+                        failure = failure or TaskFailed(f"task {task.name} failed with exit code {code}; "
+                                                        "rerun to resume")
+                    else:
+                        finished.add(task.name)
+                        echo(f"{prefixes[task.name]}: finished in {timings[task.name]:.1f}s")
+    finally:
+        _record_timings(workdir, timings)
+        _record_timings(workdir, cpu, CPU_SECONDS)
+    if stopped is not None:
+        raise stopped
+    if RUNNING.stop is not None and waiting:
+        raise Stopped(RUNNING.stop, waiting[0].name)
+    if failure is not None:
+        raise failure
+    return timings
+
+
+def _timed(execute: Execute, task: Task, argv: list[str]) -> tuple[int, float, float]:
+    """(exit code, wall seconds, core-seconds) of one task; an executor without child processes of its own
+    (tests) is charged the runner's finished children over its run, exact only one task at a time."""
+    started, before = time.time(), _children_cpu_seconds()
+    code = execute(task, argv)
+    with RUNNING.lock:
+        used = RUNNING.cpu.pop(task.name, None)
+    if used is None:
+        used = _children_cpu_seconds() - before
+    return code, round(time.time() - started, 1), round(used, 1)
+
+
+def run_child(argv: list[str], task_name: str) -> int:
+    """Run one task in its own process group; a stop request (see `_stop_requests`) goes to all of it, and a
+    group still there after STOP_GRACE_SECONDS is killed. Raises Stopped after a stop."""
+    child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True, preexec_fn=_die_with_parent)
+    with RUNNING.lock:
+        RUNNING.groups[task_name] = child.pid
+        stop = RUNNING.stop
+    if stop is not None:  # asked to stop while the task was starting
+        _signal_group(child.pid, stop)
+    deadline = None
+    try:
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                child.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if RUNNING.stop is not None and deadline is None:
+                deadline = time.monotonic() + STOP_GRACE_SECONDS
+            if deadline is not None and time.monotonic() > deadline:
+                _signal_group(child.pid, signal.SIGKILL)
+            time.sleep(0.1)
+    finally:
+        with RUNNING.lock:
+            RUNNING.groups.pop(task_name, None)
+    with RUNNING.lock:
+        RUNNING.cpu[task_name] = usage.ru_utime + usage.ru_stime
+    if RUNNING.stop is not None:
         _signal_group(child.pid, signal.SIGKILL)  # pool workers the task left behind
-        raise Stopped(stop[0], task_name)
-    return code
+        raise Stopped(RUNNING.stop, task_name)
+    return child.returncode
 
 
 def _die_with_parent() -> None:

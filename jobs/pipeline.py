@@ -16,6 +16,7 @@ from common import pipeline, runner
 from common.artifacts import UnusableInput, error_line
 from common.datasets import DATASETS
 from common.profile import DEFAULT_PROFILE, PROFILE_NAMES, load_profile
+from jobs.arg_types import positive_int
 
 HELP = ("Run the whole DAG locally in one work folder; a finished task is skipped unless its fingerprint "
         "(arguments, profile values, inputs, version) changed, which reruns it and everything downstream.")
@@ -39,6 +40,7 @@ COMPANIONS = {"--dicom": "--cohort", "--cohort": "--dicom", "--film-dicom": "--f
 
 
 # CLI option -> domain given straight from a public dataset (`mammo cohort`).
+DEFAULT_JOBS = 2
 DATASET_OPTIONS = {"--film": "film", "--ffdm": "ffdm", "--target": "hospital"}
 SPEC_HELP = (f"DATASET:METADATA[,METADATA...]:DICOM_DIR with DATASET one of {', '.join(DATASETS)}, e.g. "
              "cbis-ddsm:cases/:CBIS-DDSM (a metadata folder stands for the published files in it)")
@@ -72,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic mode: seed of the generated cohorts (data only, not the model recipe)")
     parser.add_argument("--force", action="store_true", help="rerun every task, even those up to date")
     parser.add_argument("--from", dest="start", metavar="TASK", help="rerun TASK and everything downstream of it")
+    parser.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
+                        help="local executor: tasks run at once, each when its inputs are ready (default "
+                             "%(default)s: a task's heavy part already uses every core; a second task overlaps "
+                             "its start-up and serial parts)")
     for option, (_, text) in DATA_OPTIONS.items():
         parser.add_argument(option, help=text)
     for option, domain in DATASET_OPTIONS.items():
@@ -113,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_in_containers(args, params)
     print(f"pipeline: {mode} mode, profile {args.profile}, {len(plan)} tasks in {args.workdir}")
     try:
-        runner.run_tasks(plan, args.workdir, force=args.force, start=args.start)
+        runner.run_tasks(plan, args.workdir, force=args.force, start=args.start, jobs=args.jobs)
     except runner.TaskFailed as error:
         print(f"pipeline: {error}")
         return 1

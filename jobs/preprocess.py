@@ -9,6 +9,7 @@ from common import shards
 from common.artifacts import UnusableInput, step_output
 from common.preprocess import merge_shards, preprocess_folder
 from common.profile import DEFAULT_PROFILE, load_profile
+from jobs.arg_types import positive_int
 
 HELP = "Decode DICOMs, put the chest wall on the left, resize to the profile size; index and reject list."
 INPUT_ARGS = ("input", "cohort", "image_table", "merge_shards")
@@ -23,17 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "files, with its patients and per-image labels")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="demo, ci, full or a profile YAML file")
-    parser.add_argument("--workers", type=_positive_int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--shard", help="I/N: convert only shard I of N into --out (common.shards); merge them after")
     parser.add_argument("--merge-shards", help="folder of finished shards: write the step's output from them "
                         "(instead of --input)")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -103,6 +103,8 @@ def test_pipeline_companion_arguments_and_unknown_task(tmp_path, capfd):
     assert (code, err) == (2, ["mammo pipeline: --dicom needs --cohort as well"])
     code, err = _run(["pipeline", "run", "--profile", "ci", "--workdir", work, "--from", "nope"], capfd)
     assert code == 2 and len(err) == 1 and "--from nope: no such task" in err[0], err
+    code, err = _run(["pipeline", "run", "--profile", "ci", "--workdir", work, "--jobs", "0"], capfd)
+    assert code == 2 and len(err) == 1 and "--jobs: must be at least 1, got 0" in err[0], err
 
 
 def test_version_and_a_real_process_prints_nothing_else():
