@@ -1,6 +1,7 @@
 """Whole pipeline: wall time of a `mammo pipeline run` by task and step, and a projection for the thesis cohort.
 
-The breakdown reads <workdir>/timings.json (wall seconds per task, written by the local runner),
+The breakdown reads <workdir>/timings.json (wall seconds per task, written by the local runner), elapsed.json
+(the run's own wall time: tasks run side by side, so it is less than their sum; shares are of the sum),
 cpu_seconds.json (core-seconds per task: user + system time of the task and its worker processes) and each
 task's _SUCCESS.json (seconds inside the step body); the difference is the cost of starting a `mammo`
 process (interpreter, TensorFlow import, model loading). --run first runs the demo into --workdir.
@@ -75,7 +76,9 @@ def main() -> int:
                       ["task", "step", "wall_s", "core_s", "step_body_s", "startup_s", "share"])
         _common.table("by step", breakdown["steps"], ["step", "tasks", "wall_s", "core_s", "startup_s", "share"])
         wall = breakdown["total_wall_s"]
-        print(f"pipeline wall time {wall:.0f} s = {wall / 60:.1f} min, {breakdown['total_core_s']:.0f} core-seconds; "
+        print(f"pipeline wall time {wall:.0f} s = {wall / 60:.1f} min ({breakdown['jobs'] or '?'} tasks at once; the "
+              f"tasks' own times add up to {breakdown['task_wall_sum_s']:.0f} s), "
+              f"{breakdown['total_core_s']:.0f} core-seconds; "
               f"TF float32 matmul peak {peak:.0f} GFLOP/s ({'before/after the run' if args.run else 'measured now'})"
               f" -> {wall * peak / 1000:.0f} peak-TFLOP\n")
 
@@ -95,7 +98,8 @@ def main() -> int:
         "peak_measured": "before and after the run" if args.run else "after the run, when this script ran",
         "demo_wall_peak_tflop": None if wall is None else wall * peak / 1000,
         "demo_startup_share": None if breakdown is None else
-        sum(r["startup_s"] or 0.0 for r in breakdown["tasks"]) / breakdown["total_wall_s"],
+        sum(r["startup_s"] or 0.0 for r in breakdown["tasks"]) / breakdown["task_wall_sum_s"],
+        "jobs": None if breakdown is None else breakdown["jobs"],
         "projected_gpu_hours": projection["gpu_hours"],
         "projected_cpu_hours": projection["cpu_hours"],
         "projected_total_hours": projection["total_hours"],
@@ -121,6 +125,9 @@ def read_run(workdir: Path) -> dict | None:
     cpu_path = workdir / "cpu_seconds.json"
     cpu = json.loads(cpu_path.read_text()) if cpu_path.is_file() else {}
     total = sum(timings.values()) or 1.0
+    elapsed_path = workdir / "elapsed.json"
+    elapsed = json.loads(elapsed_path.read_text()) if elapsed_path.is_file() else {}
+    whole_run = elapsed.get("tasks") == len(timings)  # a resumed run's elapsed time covers only what it redid
     tasks = []
     for task, wall in timings.items():
         marker = workdir / task / "_SUCCESS.json"
@@ -146,7 +153,9 @@ def read_run(workdir: Path) -> dict | None:
         entry["startup_s"] += row["startup_s"] or 0.0
     for entry in steps.values():
         entry["share"] = entry["wall_s"] / total
-    return {"total_wall_s": total, "total_core_s": sum(row["core_s"] or 0.0 for row in tasks), "tasks": tasks,
+    return {"total_wall_s": float(elapsed["seconds"]) if whole_run else total, "task_wall_sum_s": total,
+            "jobs": elapsed.get("jobs", 1) if whole_run else None,
+            "total_core_s": sum(row["core_s"] or 0.0 for row in tasks), "tasks": tasks,
             "steps": sorted(steps.values(), key=lambda e: e["wall_s"], reverse=True)}
 
 

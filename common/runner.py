@@ -35,6 +35,7 @@ Echo = Callable[[str], None]
 # Runs one task's `mammo` argv and returns its exit code (default: a child process of its own group, `execute`).
 Execute = Callable[[Task, list[str]], int]
 CPU_SECONDS = "cpu_seconds.json"  # core-seconds per task, beside timings.json (wall seconds)
+ELAPSED = "elapsed.json"  # the last run's own wall time: with tasks side by side, less than their sum
 SKIPPED = "done earlier, skipped"
 # How long a stopped task may take to exit before its process group is killed.
 STOP_GRACE_SECONDS = 10.0
@@ -153,6 +154,7 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
     finished: set[str] = set()
     failure: BaseException | None = None
     stopped: Stopped | None = None
+    began = time.time()
     try:
         with _stop_requests(), ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="task") as pool:
             running: dict[Future, Task] = {}
@@ -186,6 +188,9 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
     finally:
         _record_timings(workdir, timings)
         _record_timings(workdir, cpu, CPU_SECONDS)
+        if timings:
+            atomic_write_json(workdir / ELAPSED, {"seconds": round(time.time() - began, 1), "jobs": jobs,
+                                                  "tasks": len(timings)})
     if stopped is not None:
         raise stopped
     if RUNNING.stop is not None and waiting:

@@ -40,3 +40,15 @@ def test_breakdown_sums_core_seconds_per_step(tmp_path):
     assert steps["synth"]["core_s"] == 30.0 and steps["synth"]["wall_s"] == 16.0
     assert steps["pretrain"]["core_s"] == 35.0
     assert breakdown["total_core_s"] == 65.0 and breakdown["total_wall_s"] == 36.0
+
+
+def test_tasks_side_by_side_the_pipeline_time_is_the_runs_elapsed_time_not_the_sum(tmp_path):
+    walls = {"synth-film": 10.0, "synth-ffdm": 6.0}
+    (tmp_path / "timings.json").write_text(json.dumps(walls))
+    (tmp_path / runner.ELAPSED).write_text(json.dumps({"seconds": 11.0, "jobs": 2, "tasks": 2}))
+    breakdown = read_run(tmp_path)
+    assert breakdown["total_wall_s"] == 11.0 and breakdown["task_wall_sum_s"] == 16.0 and breakdown["jobs"] == 2
+    assert {row["task"]: row["share"] for row in breakdown["tasks"]} == {"synth-film": 10 / 16, "synth-ffdm": 6 / 16}
+    # A run that redid only some tasks says nothing about the whole pipeline's elapsed time.
+    (tmp_path / runner.ELAPSED).write_text(json.dumps({"seconds": 4.0, "jobs": 2, "tasks": 1}))
+    assert read_run(tmp_path)["total_wall_s"] == 16.0

@@ -122,3 +122,12 @@ def test_stopping_the_runner_stops_every_running_task(tmp_path):
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     assert not (tmp_path / "work" / "synth-hospital").exists()  # never started
+
+
+def test_the_run_records_its_elapsed_time_beside_the_task_times(tmp_path):
+    tasks = [task for task in pipeline.tasks("synthetic", "demo") if task.name.startswith("synth-")]
+    spans: dict[str, tuple[float, float]] = {}
+    runner.run_tasks(tasks, tmp_path, echo=lambda line: None, execute=_recording(spans, 0.3), jobs=2)
+    elapsed = json.loads((tmp_path / runner.ELAPSED).read_text())
+    assert (elapsed["jobs"], elapsed["tasks"]) == (2, 3)
+    assert 0.6 <= elapsed["seconds"] < 0.9  # two rounds of 0.3 s, not three
