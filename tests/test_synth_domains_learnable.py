@@ -74,14 +74,16 @@ def test_hospital_shift_changes_the_look_but_keeps_the_lesions(tmp_path):
     imaging chain must change how tissue looks, not hide the lesions. Its concave presentation curve crowds dense
     tissue into the top of the display range. Issue 12: with the upper half of the breast's display range at 0.64
     of ffdm's (tone -1.3) the demo's A+B model stayed in domain (hospital AUC 0.822, ffdm 0.862) and fine-tuning
-    had nothing to recover; at 0.54 (tone -2.6, lesion-free window) it drops from 0.91 to 0.73 and both recover.
+    had nothing to recover; at 0.52 (tone -3.4, lesion-free windows, ffdm gamma 0.8) it drops from 0.90 to 0.74
+    and both recover part of it. The masses stay clearer than on film, the domain the model learned first.
     """
     ffdm_median, ffdm_p90 = display_spread("ffdm", tmp_path)
     median, p90 = display_spread("hospital", tmp_path)
     assert (p90 - median) <= 0.55 * (ffdm_p90 - ffdm_median), (p90 - median, ffdm_p90 - ffdm_median)
     assert median > ffdm_median + 0.1, (median, ffdm_median)  # a brighter look, not merely a narrower one
     hospital, ffdm = mass_contrast_to_noise("hospital", cases=6), mass_contrast_to_noise("ffdm", cases=6)
-    assert hospital >= 0.85 * ffdm, (hospital, ffdm)  # the lesions stay as visible: the shift is adaptable
+    film = mass_contrast_to_noise("film", cases=6)
+    assert hospital >= max(0.65 * ffdm, film), (hospital, ffdm, film)  # the lesions stay visible: adaptable
 
 def test_a_profile_gives_source_domains_their_own_size(tmp_path):
     profile = tmp_path / "small.yaml"
