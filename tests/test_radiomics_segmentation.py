@@ -158,3 +158,22 @@ def test_real_images_give_34_finite_features(cbis_images):
         assert list(features) == list(FEATURE_NAMES)
         assert all(np.isfinite(v) for v in features.values()), name
         assert 0 < features["pd"] < 1, name
+
+
+def test_bright_text_apart_from_the_breast_does_not_move_the_mask():
+    """Text brighter than any tissue (a name burned into a film or detector corner) used to set the histogram's
+    range, so the threshold and with it the mask every figure and feature is drawn from moved with the text."""
+    rng = np.random.default_rng(4)
+    rows, cols = 320, 256
+    yy, xx = np.mgrid[:rows, :cols]
+    breast = ((yy - rows / 2) / (0.42 * rows)) ** 2 + (xx / (0.7 * cols)) ** 2 < 1
+    tissue = 0.45 + 0.25 * cv2.GaussianBlur(rng.random((rows, cols)).astype(np.float32), (0, 0), 6)
+    image = np.where(breast, tissue, 0.04).astype(np.float32) + rng.normal(0, 0.01, (rows, cols)).astype(np.float32)
+    image = np.clip(image, 0, 1)
+    with_text = image.copy()
+    strokes = np.zeros((rows, cols), np.uint8)
+    cv2.putText(strokes, "DOE^JANE", (int(0.62 * cols), int(0.9 * rows)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 2)
+    with_text[strokes > 0] = 1.0
+    clean, text = (segment_breast(im, "CC", 0.8) for im in (image, with_text))
+    assert not (strokes > 0)[clean.breast].any()
+    assert np.array_equal(clean.breast, text.breast)

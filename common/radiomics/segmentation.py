@@ -6,7 +6,9 @@ full-resolution mask. Steps (after OpenBreast's `ffdmForeground`/`segChest`, wri
 1. Background threshold: histogram of the normalised image, smoothed; the background peak is the
    highest-intensity histogram peak below min(mean, max(p30, 0.2)); a Gaussian fitted to it (a
    parabola fitted to the log-histogram where it exceeds 35 % of the peak) gives the threshold where
-   it falls to 5 % of its height.
+   it falls to 5 % of its height. Objects apart from the breast and brighter than all of it (burned-in
+   text, labels) set that histogram's range; when there are any, the threshold is measured again without
+   them, so text outside the breast cannot move the mask.
 2. Scanned film carries scanner borders (bright strips a few mm wide along the film edges) and
    burned-in view labels. An opening with a disk of OPEN_RADIUS_MM cuts every strip narrower than
    its diameter from the breast, and an opening with a horizontal segment of BAND_WIDTH_MM removes
@@ -78,6 +80,10 @@ def segment_breast(image: np.ndarray, view: str, pixel_spacing_mm: float) -> Seg
     mask = foreground(small, threshold, work_spacing)
     if not mask.any():
         raise ValueError("no breast found: nothing above the background threshold")
+    brighter = _brighter_objects(small, small > threshold, mask)
+    if brighter.any():
+        threshold = background_threshold(small, ignore=brighter)
+        mask = foreground(small, threshold, work_spacing)
     pectoral = None
     if view == "MLO":
         pectoral = pectoral_line(small, mask, work_spacing)
@@ -94,9 +100,23 @@ def segment_breast(image: np.ndarray, view: str, pixel_spacing_mm: float) -> Seg
     return Segmentation(breast=breast, threshold=float(threshold), pectoral=full_line)
 
 
-def background_threshold(image: np.ndarray) -> float:
-    """Intensity where a Gaussian fitted to the background peak falls to TAIL_LEVEL of its height."""
-    x = image.astype(np.float64).ravel()
+def _brighter_objects(image: np.ndarray, binary: np.ndarray, breast: np.ndarray) -> np.ndarray:
+    """Objects apart from the breast and brighter than all of it (burned-in text, labels), with a margin for
+    their resampled edges. They set the histogram's range, so a threshold measured with them would depend on
+    text outside the breast, and so would the mask every figure and feature is drawn from."""
+    labels, count = ndimage.label(binary & ~breast)
+    if count == 0:
+        return np.zeros(binary.shape, bool)
+    brightest = ndimage.maximum(image, labels, index=np.arange(1, count + 1))
+    bright = np.flatnonzero(brightest > image[breast].max()) + 1
+    objects = np.isin(labels, bright)
+    return (cv2.dilate(objects.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~breast
+
+
+def background_threshold(image: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """Intensity where a Gaussian fitted to the background peak falls to TAIL_LEVEL of its height, from the
+    pixels not in `ignore`."""
+    x = (image if ignore is None else image[~ignore]).astype(np.float64).ravel()
     lo, hi = x.min(), x.max()
     if hi <= lo:
         return float(hi)
