@@ -49,9 +49,10 @@ class TaskFailed(RuntimeError):
 class Stopped(RuntimeError):
     """The runner was asked to stop (SIGTERM/SIGINT) and stopped its task first."""
 
-    def __init__(self, signum: int, task: str):
-        super().__init__(f"stopped by {signal.Signals(signum).name} during task {task}; rerun to resume")
-        self.exit_code = 128 + signum
+    def __init__(self, signum: int, *tasks: str):
+        names = f"task {tasks[0]}" if len(tasks) == 1 else f"tasks {', '.join(tasks)}"
+        super().__init__(f"stopped by {signal.Signals(signum).name} during {names}; rerun to resume")
+        self.signum, self.tasks, self.exit_code = signum, tasks, 128 + signum
 
 
 def decide(tasks: list[Task], workdir: Path, force: bool = False, start: str | None = None) -> list[str | None]:
@@ -153,13 +154,13 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
     reruns = {task.name: reason for task, reason in zip(tasks, reasons, strict=True) if reason is not None}
     finished: set[str] = set()
     failure: BaseException | None = None
-    stopped: Stopped | None = None
+    stopped: list[Stopped] = []
     began = time.time()
     try:
         with _stop_requests(), ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="task") as pool:
             running: dict[Future, Task] = {}
             while waiting or running:
-                if failure is None and stopped is None and RUNNING.stop is None:
+                if failure is None and not stopped and RUNNING.stop is None:
                     for task in [t for t in waiting if all(d in finished or d not in reruns for d in t.depends)]:
                         if len(running) >= jobs:
                             break
@@ -174,7 +175,7 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
                     try:
                         code, timings[task.name], cpu[task.name] = future.result()
                     except Stopped as error:
-                        stopped = stopped or error
+                        stopped.append(error)
                         continue
                     except Exception as error:  # an executor's own fault: the others still finish first
                         failure = failure or error
@@ -191,8 +192,10 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
         if timings:
             atomic_write_json(workdir / ELAPSED, {"seconds": round(time.time() - began, 1), "jobs": jobs,
                                                   "tasks": len(timings)})
-    if stopped is not None:
-        raise stopped
+    if stopped:  # every task that was running, in the definition's order
+        order = {task.name: n for n, task in enumerate(tasks)}
+        names = sorted((name for error in stopped for name in error.tasks), key=lambda name: order.get(name, 0))
+        raise Stopped(stopped[0].signum, *names)
     if RUNNING.stop is not None and waiting:
         raise Stopped(RUNNING.stop, waiting[0].name)
     if failure is not None:

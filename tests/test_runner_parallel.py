@@ -117,6 +117,7 @@ def test_stopping_the_runner_stops_every_running_task(tmp_path):
     with pytest.raises(runner.Stopped) as stopped:
         runner.run_tasks(tasks, tmp_path / "work", echo=lambda line: None, execute=execute, jobs=2)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert "during tasks synth-film, synth-ffdm;" in str(stopped.value)
     assert time.monotonic() - began < 15
     assert len(pids) == 2
     for pid in pids:
