@@ -157,7 +157,8 @@ def demo_cost(results: Path) -> str:
     if breakdown:
         steps = ", ".join(f"{row['step']} {row['share']:.0%}" + (f" ({row['core_s']:.0f} core-s)" if row.get("core_s")
                                                                    else "") for row in breakdown["steps"])
-        text.append(f"Demo wall time by step (`benchmarks/pipeline_walltime.py`): {steps}.")
+        text.append("Where the demo's task time goes, by step (`benchmarks/pipeline_walltime.py`; tasks run two at "
+                    f"a time, so the shares are of their summed times): {steps}.")
     s, a = wall["summary"], wall["assumptions"]
     memory = wall["projection"]["gpu_memory_per_training_batch_gib"]
     text.append(f"Projected full profile on the thesis' {a['images']:,}-image cohort with one {a['gpu']} (assumed "
