@@ -145,13 +145,11 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
     cpu: dict[str, float] = {}
     width = len(str(len(tasks)))
     prefixes = {task.name: f"[{n:>{width}}/{len(tasks)}] {task.name}" for n, task in enumerate(tasks, start=1)}
-    waiting: list[Task] = []
-    for task, reason in zip(tasks, reasons, strict=True):
-        if reason is None:
-            echo(f"{prefixes[task.name]}: {SKIPPED}")
-        else:
-            waiting.append(task)
     reruns = {task.name: reason for task, reason in zip(tasks, reasons, strict=True) if reason is not None}
+    for task in tasks:
+        if task.name not in reruns:
+            echo(f"{prefixes[task.name]}: {SKIPPED}")
+    waiting = [task for task in tasks if task.name in reruns]
     finished: set[str] = set()
     failure: BaseException | None = None
     stopped: list[Stopped] = []
@@ -194,7 +192,7 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
                                                   "tasks": len(timings)})
     if stopped:  # every task that was running, in the definition's order
         order = {task.name: n for n, task in enumerate(tasks)}
-        names = sorted((name for error in stopped for name in error.tasks), key=lambda name: order.get(name, 0))
+        names = sorted((name for error in stopped for name in error.tasks), key=order.__getitem__)
         raise Stopped(stopped[0].signum, *names)
     if RUNNING.stop is not None and waiting:
         raise Stopped(RUNNING.stop, waiting[0].name)

@@ -18,6 +18,7 @@ from common.datasets import DATASETS
 from common.profile import DEFAULT_PROFILE, PROFILE_NAMES, load_profile
 from jobs.arg_types import positive_int
 
+DEFAULT_JOBS = 2  # tasks at once in the local runner (--jobs)
 HELP = ("Run the whole DAG locally in one work folder; a finished task is skipped unless its fingerprint "
         "(arguments, profile values, inputs, version) changed, which reruns it and everything downstream.")
 
@@ -40,7 +41,6 @@ COMPANIONS = {"--dicom": "--cohort", "--cohort": "--dicom", "--film-dicom": "--f
 
 
 # CLI option -> domain given straight from a public dataset (`mammo cohort`).
-DEFAULT_JOBS = 2
 DATASET_OPTIONS = {"--film": "film", "--ffdm": "ffdm", "--target": "hospital"}
 SPEC_HELP = (f"DATASET:METADATA[,METADATA...]:DICOM_DIR with DATASET one of {', '.join(DATASETS)}, e.g. "
              "cbis-ddsm:cases/:CBIS-DDSM (a metadata folder stands for the published files in it)")

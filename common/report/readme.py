@@ -157,8 +157,9 @@ def demo_cost(results: Path) -> str:
     if breakdown:
         steps = ", ".join(f"{row['step']} {row['share']:.0%}" + (f" ({row['core_s']:.0f} core-s)" if row.get("core_s")
                                                                    else "") for row in breakdown["steps"])
-        text.append("Where the demo's task time goes, by step (`benchmarks/pipeline_walltime.py`; tasks run two at "
-                    f"a time, so the shares are of their summed times): {steps}.")
+        jobs = breakdown.get("jobs") or 1
+        overlap = f"; tasks run {jobs} at a time, so the shares are of their summed times" if jobs > 1 else ""
+        text.append(f"Where the demo's task time goes, by step (`benchmarks/pipeline_walltime.py`{overlap}): {steps}.")
     s, a = wall["summary"], wall["assumptions"]
     memory = wall["projection"]["gpu_memory_per_training_batch_gib"]
     text.append(f"Projected full profile on the thesis' {a['images']:,}-image cohort with one {a['gpu']} (assumed "
