@@ -64,7 +64,7 @@ _TRAINED = ("model.keras", "preprocessing.json", "history.csv")
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step("synth", "jobs.synth", "write a synthetic four-view cohort (DICOM + cohort.csv) for one domain",
          image="synth", resources=_cpu("1", "1Gi", "8Gi", 2), outputs=("dicom/", "cohort.csv"),
-         profile_reads=("synth.size", "synth.patients.{--domain}")),
+         profile_reads=("synth.size", "synth.size_by_domain", "synth.patients.{--domain}")),
     Step("cohort", "jobs.cohort", "public dataset metadata (CBIS-DDSM, INbreast, CMMD, VinDr-Mammo) -> cohort.csv",
          resources=_cpu("1", "1Gi", "4Gi", 2), outputs=("cohort.csv", "image_table.csv"),
          profile_reads=()),  # takes --profile for uniformity only

@@ -119,3 +119,16 @@ def test_explain_without_a_recorded_fingerprint(tmp_path):
     current = fingerprint.of_argv(["split", "--cohort", "x.csv", "--out", str(tmp_path), "--profile", "ci"])
     assert fingerprint.explain(None, current) == "no fingerprint recorded"
     assert fingerprint.explain(current, current) is None
+
+
+def test_a_domain_s_own_synthetic_image_size_counts_for_its_synth_task(tmp_path, profile_file):
+    """`synth.size_by_domain` overrides `synth.size` for a domain: changing it must rerun that domain's synth (a
+    resumed run would keep the film images of the old size under a profile that asks for others)."""
+    profile, edit = profile_file
+    argv = ["synth", "--domain", "film", "--patients", "4", "--seed", "1", "--out", str(tmp_path / "o"),
+            "--profile", str(profile)]
+    before = fingerprint.of_argv(argv)
+    edit("synth", "size_by_domain", {"film": {"height": 96, "width": 80}})
+    after = fingerprint.of_argv(argv)
+    assert after["digest"] != before["digest"]
+    assert "synth.size_by_domain" in fingerprint.explain(before, after)
