@@ -57,35 +57,59 @@ def roc_area(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
 
 
-def bootstrap_replicates(statistic: Callable[[np.ndarray, np.ndarray], Any], labels: npt.ArrayLike,
-                         scores: npt.ArrayLike, *, n_boot: int, seed: int,
-                         groups: npt.ArrayLike | None = None) -> np.ndarray:
-    """`statistic(y, s)` on `n_boot` resamples of the cases, drawn with replacement: the one bootstrap behind
-    the AUC interval, the report's ROC band and the operating-point intervals, so that they describe the same
-    uncertainty.
+def bootstrap_counts(labels: npt.ArrayLike, *, n_boot: int, seed: int,
+                     groups: npt.ArrayLike | None = None) -> np.ndarray:
+    """How often each case is in each of `n_boot` resamples drawn with replacement (n_boot x cases): the one
+    bootstrap behind the AUC interval, the report's ROC band and the operating-point intervals, so that they
+    describe the same uncertainty.
 
     With `groups`, whole groups (patients) are resampled so correlated images of one patient never count as
     independent evidence. Resamples that miss a class are redrawn rather than dropped, so every result rests
-    on `n_boot` valid replicates.
+    on `n_boot` valid replicates. The draws are made in blocks, which takes the generator's stream in the same
+    order as one resample at a time.
     """
     y = np.asarray(labels).astype(bool)
-    s = np.asarray(scores, dtype=float)
     if y.all() or not y.any():
         raise ValueError("a bootstrap of a classifier needs both classes")
-    if groups is None:
-        members = [np.array([i]) for i in range(len(y))]
-    else:
-        codes, uniques = pd.factorize(pd.Series(groups))
-        members = [np.flatnonzero(codes == g) for g in range(len(uniques))]
+    codes = np.arange(len(y)) if groups is None else pd.factorize(pd.Series(groups))[0]
+    n_groups = int(codes.max()) + 1
+    positives = np.bincount(codes, weights=y, minlength=n_groups)
+    negatives = np.bincount(codes, weights=~y, minlength=n_groups)
     rng = np.random.default_rng(seed)
-    values: list[Any] = []
-    while len(values) < n_boot:
-        index = np.concatenate([members[p] for p in rng.integers(0, len(members), size=len(members))])
-        yb = y[index]
-        if yb.all() or not yb.any():
-            continue
-        values.append(statistic(yb, s[index]))
+    kept: list[np.ndarray] = []
+    while (have := sum(len(block) for block in kept)) < n_boot:
+        draws = rng.integers(0, n_groups, size=(n_boot - have, n_groups))
+        rows = np.repeat(np.arange(len(draws)), n_groups)
+        counts = np.bincount(rows * n_groups + draws.ravel(), minlength=len(draws) * n_groups).reshape(draws.shape)
+        kept.append(counts[(counts @ positives > 0) & (counts @ negatives > 0)])
+    return np.concatenate(kept)[:n_boot][:, codes]
+
+
+def bootstrap_replicates(statistic: Callable[[np.ndarray, np.ndarray], Any], labels: npt.ArrayLike,
+                         scores: npt.ArrayLike, *, n_boot: int, seed: int,
+                         groups: npt.ArrayLike | None = None) -> np.ndarray:
+    """`statistic(y, s)` on each resample of `bootstrap_counts`."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=float)
+    cases = np.arange(len(y))
+    values = []
+    for counts in bootstrap_counts(y, n_boot=n_boot, seed=seed, groups=groups):
+        index = np.repeat(cases, counts)
+        values.append(statistic(y[index], s[index]))
     return np.asarray(values)
+
+
+def bootstrap_aucs(labels: npt.ArrayLike, scores: npt.ArrayLike, counts: np.ndarray) -> np.ndarray:
+    """`roc_area` of every resample in `counts` at once: the Mann-Whitney form of the trapezoid area, each case
+    weighted by how often it was drawn (ties count one half), instead of one sort per resample."""
+    y, s = np.asarray(labels).astype(bool), np.asarray(scores, dtype=float)
+    order = np.argsort(s, kind="mergesort")
+    starts = np.r_[0, np.flatnonzero(np.diff(s[order])) + 1]  # first case of each distinct score, ascending
+    drawn = counts[:, order]
+    pos = np.add.reduceat(drawn * y[order], starts, axis=1)  # resample x distinct score: positives drawn there
+    neg = np.add.reduceat(drawn * ~y[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    return (pos * (below + neg / 2)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
 
 
 def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> np.ndarray:
@@ -98,11 +122,11 @@ def bootstrap_auc_ci(
     labels: npt.ArrayLike, scores: npt.ArrayLike, *, n_boot: int, seed: int, groups: npt.ArrayLike | None = None,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the AUC (`bootstrap_replicates`); NaN when a class is absent."""
+    """Percentile bootstrap CI of the AUC (`bootstrap_counts`); NaN when a class is absent."""
     y = np.asarray(labels).astype(bool)
     if y.all() or not y.any():
         return (float("nan"), float("nan"))
-    aucs = bootstrap_replicates(roc_area, y, scores, n_boot=n_boot, seed=seed, groups=groups)
+    aucs = bootstrap_aucs(y, scores, bootstrap_counts(y, n_boot=n_boot, seed=seed, groups=groups))
     lo, hi = percentile_interval(aucs, level)
     return (float(lo), float(hi))
 

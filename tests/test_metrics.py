@@ -247,3 +247,15 @@ def test_the_gate_refuses_what_the_report_only_notes():
         locked_test_pairs(full, full.iloc[1:])
     with pytest.raises(UnusableInput, match="disagree on test labels"):
         locked_test_pairs(full, full.assign(label=1 - full["label"]))
+
+
+def test_all_resamples_auc_at_once_equals_one_sort_per_resample_with_ties():
+    """bootstrap_aucs (weighted Mann-Whitney over the draw counts) against roc_area on each resample spelled out,
+    on scores with many ties and patients of four images."""
+    y, s = _random_scores(8, n=80, ties=True)
+    groups = np.repeat(np.arange(20), 4)
+    counts = metrics.bootstrap_counts(y, n_boot=40, seed=2, groups=groups)
+    assert counts.shape == (40, 80) and (counts.sum(axis=1) == 80).all()
+    assert all(len(set(row[groups == g])) == 1 for row in counts for g in range(20))  # whole patients drawn
+    spelled = [metrics.roc_area(np.repeat(y, row), np.repeat(s, row)) for row in counts]
+    np.testing.assert_allclose(metrics.bootstrap_aucs(y, s, counts), spelled, atol=1e-12)
