@@ -45,7 +45,7 @@ def test_defaults_live_in_the_type_and_are_resolved_into_the_record():
     demo = load_profile("demo")
     assert demo.training.phase("pretrain").early_stopping_patience == 14  # its own, not the shared 3
     assert demo.training.phase("stage1_config1").early_stopping_patience == 3
-    assert demo.synth.size_of("film").height == 448 and demo.synth.size_of("hospital").height == 768
+    assert demo.synth.size_of("film").height == 576 and demo.synth.size_of("hospital").height == 768
 
 
 @pytest.mark.parametrize("change,message", [

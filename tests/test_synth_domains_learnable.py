@@ -19,12 +19,14 @@ import pytest
 from helpers import MAMMO
 
 from common.dicom import read_dicom
+from common.profile import load_profile
 from common.synth import DOMAINS, render_patient
 from common.synth.population import make_patient
 
 ROOT = Path(__file__).resolve().parents[1]
-NETWORK = (288, 224)  # the demo profile's input (rows, columns)
-SOURCE = (576, 456)  # the demo's source-domain synthetic size
+DEMO = load_profile("demo")
+NETWORK = (DEMO.image.height, DEMO.image.width)  # the demo's input (rows, columns)
+SOURCE = (DEMO.synth.size_of("film").height, DEMO.synth.size_of("film").width)  # its source-domain synthetic size
 
 def mass_contrast_to_noise(domain: str, cases: int = 12, seed: int = 5) -> float:
     """Median over malignant masses of (mean inside - mean of the ring 1.5r-3r) / ring std, at network size."""
