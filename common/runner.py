@@ -1,5 +1,7 @@
 """Local runner: executes the pipeline definition's tasks inside one work directory, a task as soon as the tasks
-it reads from have finished and up to `jobs` at once (as Argo runs the same DAG).
+it reads from have finished and up to `jobs` at once (as Argo runs the same DAG). Of the tasks ready, the one
+with the longest path to the end of the DAG starts first, and a task started beside one on a longer path runs
+niced, so the critical path keeps the cores a laptop has and the rest fills the cycles it leaves.
 
 It is the embedded default (no cluster): the same task list the Argo YAML is rendered from, each task
 a `mammo` subprocess exactly as a container would run it (a sharded one as `python -m common.shards`, which
@@ -25,11 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from common import fingerprint, shards, workfolder
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_json
 from common.pipeline import Task
+from common.steps import STEPS
 
 Echo = Callable[[str], None]
 # Runs one task's `mammo` argv and returns its exit code (default: a child process of its own group, `execute`).
@@ -40,6 +44,9 @@ SKIPPED = "done earlier, skipped"
 # How long a stopped task may take to exit before its process group is killed.
 STOP_GRACE_SECONDS = 10.0
 PR_SET_PDEATHSIG = 1
+# Niceness of a task started beside one on a longer path to the end of the DAG: on a laptop's few cores it then
+# takes only the cycles the critical path leaves idle, instead of half of them.
+BACKGROUND_NICENESS = 10
 
 
 class TaskFailed(RuntimeError):
@@ -95,6 +102,22 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print, force: bool 
         return _run_locked(tasks, workdir, echo, decide(tasks, workdir, force, start), execute or run_task, jobs)
 
 
+def path_lengths(tasks: list[Task]) -> dict[str, float]:
+    """Each task's longest chain of expected cost from its start to the end of the DAG, itself included. The
+    expected cost of a step is its cluster deadline (common.steps): only the order it gives matters (pretraining
+    before fine-tuning before scoring), and it needs no earlier run."""
+    children: dict[str, list[str]] = {task.name: [] for task in tasks}
+    for task in tasks:
+        for upstream in task.depends:
+            children.setdefault(upstream, []).append(task.name)
+    longest: dict[str, float] = {}
+    for task in reversed(tasks):  # the definition is in topological order
+        step = STEPS.get(task.step)
+        cost = float(step.resources.deadline_seconds) if step is not None and step.resources else 1.0
+        longest[task.name] = cost + max((longest[c] for c in children[task.name] if c in longest), default=0.0)
+    return longest
+
+
 def run_task(task: Task, argv: list[str]) -> int:
     """A task as a child process leading its own group; a sharded one as `python -m common.shards`: the same shard
     plan as on Argo, its shards and merge as processes of that group."""
@@ -110,6 +133,7 @@ class _Running:
         self.lock = threading.Lock()
         self.groups: dict[str, int] = {}
         self.cpu: dict[str, float] = {}
+        self.niceness: dict[str, int] = {}  # set by the runner as it starts a task, read by run_child
         self.stop: int | None = None
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
@@ -150,6 +174,7 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
         if task.name not in reruns:
             echo(f"{prefixes[task.name]}: {SKIPPED}")
     waiting = [task for task in tasks if task.name in reruns]
+    paths = path_lengths(tasks)
     finished: set[str] = set()
     failure: BaseException | None = None
     stopped: list[Stopped] = []
@@ -159,10 +184,16 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
             running: dict[Future, Task] = {}
             while waiting or running:
                 if failure is None and not stopped and RUNNING.stop is None:
-                    for task in [t for t in waiting if all(d in finished or d not in reruns for d in t.depends)]:
+                    ready = [t for t in waiting if all(d in finished or d not in reruns for d in t.depends)]
+                    if jobs > 1:  # the longest remaining path first; one job keeps the definition's order
+                        ready.sort(key=lambda t: -paths[t.name])
+                    for task in ready:
                         if len(running) >= jobs:
                             break
                         waiting.remove(task)
+                        ahead = max((paths[t.name] for t in [*ready, *running.values()]), default=0.0)
+                        with RUNNING.lock:
+                            RUNNING.niceness[task.name] = BACKGROUND_NICENESS if paths[task.name] < ahead else 0
                         echo(f"{prefixes[task.name]}: runs ({reruns[task.name]}): mammo {' '.join(task.argv(workdir))}")
                         running[pool.submit(_timed, execute, task, task.argv(workdir))] = task
                 if not running:
@@ -216,7 +247,10 @@ def _timed(execute: Execute, task: Task, argv: list[str]) -> tuple[int, float, f
 def run_child(argv: list[str], task_name: str) -> int:
     """Run one task in its own process group; a stop request (see `_stop_requests`) goes to all of it, and a
     group still there after STOP_GRACE_SECONDS is killed. Raises Stopped after a stop."""
-    child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True, preexec_fn=_die_with_parent)
+    with RUNNING.lock:
+        niceness = RUNNING.niceness.pop(task_name, 0)
+    child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True,
+                             preexec_fn=partial(_in_child, niceness))
     with RUNNING.lock:
         RUNNING.groups[task_name] = child.pid
         stop = RUNNING.stop
@@ -245,8 +279,15 @@ def run_child(argv: list[str], task_name: str) -> int:
     return child.returncode
 
 
+def _in_child(niceness: int) -> None:
+    """In the child before exec: its niceness (a background task), and SIGTERM when the runner dies."""
+    if niceness:
+        os.nice(niceness)
+    _die_with_parent()
+
+
 def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the runner dies, even by SIGKILL (Linux prctl)."""
+    """SIGTERM the process when the runner dies, even by SIGKILL (Linux prctl)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

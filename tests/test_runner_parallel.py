@@ -132,3 +132,35 @@ def test_the_run_records_its_elapsed_time_beside_the_task_times(tmp_path):
     elapsed = json.loads((tmp_path / runner.ELAPSED).read_text())
     assert (elapsed["jobs"], elapsed["tasks"]) == (2, 3)
     assert 0.6 <= elapsed["seconds"] < 0.9  # two rounds of 0.3 s, not three
+
+
+def test_the_critical_path_runs_first_and_at_full_priority_the_rest_in_the_background(tmp_path):
+    """On two cores the film chain (synth, preprocess, pretrain A, A+B, fine-tuning, report) decides the demo's
+    wall time; a task started beside one on a longer path to the end is niced, so it takes only idle cycles."""
+    tasks = pipeline.tasks("synthetic", "demo")
+    spans: dict[str, tuple[float, float]] = {}
+    niceness: dict[str, int] = {}
+    record = _recording(spans, 0.02)
+
+    def execute(task: pipeline.Task, argv: list[str]) -> int:
+        niceness[task.name] = runner.RUNNING.niceness.pop(task.name)
+        return record(task, argv)
+
+    lines: list[str] = []
+    runner.run_tasks(tasks, tmp_path, echo=lines.append, execute=execute, jobs=2)
+    critical = ["synth-film", "preprocess-film", "pretrain-a", "pretrain-ab", "finetune1-stage1", "finetune2-stage1",
+                "report"]
+    assert {name: niceness[name] for name in critical} == dict.fromkeys(critical, 0)
+    assert niceness["synth-ffdm"] == runner.BACKGROUND_NICENESS  # started beside synth-film, whose path is longer
+    started = [line.split(": runs")[0].split("] ")[1] for line in lines if ": runs" in line]
+    assert started[:2] == ["synth-film", "synth-ffdm"]  # the longest paths first
+    paths = runner.path_lengths(tasks)
+    assert paths["synth-film"] == max(paths.values())
+    assert paths["pretrain-a"] > paths["pretrain-ab"] > paths["finetune2-stage1"] > paths["radiomics"]
+
+
+def test_a_background_task_really_runs_niced():
+    code = "import os, sys; sys.exit(os.nice(0))"
+    runner.RUNNING.niceness["probe"] = runner.BACKGROUND_NICENESS
+    assert runner.run_child([sys.executable, "-c", code], "probe") == os.nice(0) + runner.BACKGROUND_NICENESS
+    assert runner.run_child([sys.executable, "-c", code], "probe") == os.nice(0)  # only the start it was set for
