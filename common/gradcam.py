@@ -12,7 +12,7 @@ to block5_conv3; demo: all nine maps of the report).
 So the weight is the gradient at each cell itself (HiResCAM, Draelos & Carin 2020): the map is the ReLU of
 sum_k dy/dA_k(i, j) * A_k(i, j), the first-order share of the log-odds each cell contributes. It equals
 CAM where the head is pooling + dense, and it is never all zero while some cell raises the log-odds. It is
-taken at block4_conv3 (1/8 of the input: 28x22 cells at the demo's 224x176), where on a model trained to
+taken at block4_conv3 (1/8 of the input: 36x28 cells at the demo's 288x224), where on a model trained to
 find a bright blob its mass per unit area on the blob is ~6x that elsewhere, against ~2x for classic
 Grad-CAM at block5_conv3 (tests/test_inference.py measures it).
 

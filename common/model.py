@@ -33,7 +33,6 @@ PARTS = ("backbone", "block1", "block2", "head")
 # Which parts learn in each training phase (thesis section 5.4, configurations 1 and 2).
 PHASE_TRAINABLE: dict[str, tuple[str, ...]] = {
     "pretrain": PARTS,
-    "transfer": PARTS,  # pretraining continued from another source's model (pretrain-ab)
     "stage1_config1": ("block2", "head"),
     "stage1_config2": ("block1", "block2", "head"),
     "stage2": PARTS,

@@ -111,17 +111,12 @@ class TrainingSettings:
     augmentation: Augmentation
     flip_tta: bool
     seed: int = 42  # Python, numpy and Keras are seeded from it (common.training)
-    # Pretraining continued from another model (pretrain-ab, from A): it starts off the plateau that `pretrain`'s
-    # long patiences wait out, so it may stop early. None: the `pretrain` section applies.
-    transfer: PhaseSettings | None = None
 
     def phase(self, phase: str) -> StageSettings:
-        """The settings of a training phase (pretrain, transfer, stage1_config1, stage1_config2 or stage2): its
-        section, the shared batch size and patiences where the section sets none. Resolved here, not at load time,
-        so a changed shared value still reaches every section that does not override it."""
+        """The settings of a training phase (pretrain, stage1_config1, stage1_config2 or stage2): its section,
+        the shared batch size and patiences where the section sets none. Resolved here, not at load time, so a
+        changed shared value still reaches every section that does not override it."""
         section: PhaseSettings = getattr(self, phase.split("_")[0])
-        if phase == "transfer" and section is None:
-            section = self.pretrain
         own = dataclasses.asdict(section)
         for name in ("batch_size", "reduce_lr_patience", "early_stopping_patience"):
             if own[name] is None:

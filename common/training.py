@@ -354,7 +354,7 @@ def _phase_preprocessing(phase: str, start: Preprocessing | None, train: pd.Data
     """Pretraining computes the featurewise mean of its own training split (as Shen did for each dataset);
     fine-tuning keeps the mean of the model it starts from, as the thesis subtracted the public training mean
     from its private images."""
-    if phase in ("pretrain", "transfer"):
+    if phase == "pretrain":
         height, width = int(model.input_shape[1]), int(model.input_shape[2])
         return Preprocessing(featurewise_mean(train["path"]), height, width, f"train split of {source}")
     if start is None:

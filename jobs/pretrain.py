@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     with step_output("pretrain", args.out, inputs, profile) as record:
         trained = train_phase(
             step="pretrain",
-            phase="pretrain" if init_model is None else "transfer",
+            phase="pretrain",
             images=Path(args.images),
             split=Path(args.split),
             out_dir=Path(args.out),

@@ -111,7 +111,7 @@ def write_profile(path: Path, **training) -> Path:
     profile = load_profile("ci").to_dict()
     for key, value in training.items():
         if isinstance(value, dict):
-            profile["training"][key] = {**(profile["training"].get(key) or {}), **value}
+            profile["training"][key] = {**profile["training"][key], **value}
         else:
             profile["training"][key] = value
     path.write_text(yaml.safe_dump(profile))

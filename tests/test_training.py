@@ -6,7 +6,6 @@ PNGs whose positives carry a bright blob, so a model can actually learn somethin
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -256,29 +255,6 @@ def test_stage_settings_are_table_6_and_pretraining_may_wait_longer():
     assert demo.training.phase("stage1_config1").early_stopping_patience == 3
     pretrain = demo.training.phase("pretrain")
     assert pretrain.early_stopping_patience == demo.training.pretrain.early_stopping_patience
-
-
-def test_pretraining_from_another_model_has_its_own_settings(tmp_path):
-    """pretrain-ab starts from A's weights: no plateau to wait out, so its `transfer` section (when a profile has
-    one) sets its epochs and patiences; without it, the `pretrain` section applies as before."""
-    images_dir, split_dir = write_cohort(tmp_path, n_patients=16, seed=5)
-    profile = write_profile(tmp_path / "p.yaml", pretrain={"epochs": 2},
-                            transfer={"learning_rate": 5e-5, "weight_decay": 1e-4, "dropout": 0.2, "epochs": 1})
-    common = ["--images", str(images_dir), "--split", str(split_dir), "--profile", str(profile)]
-    a, ab = tmp_path / "a", tmp_path / "ab"
-    mammo("pretrain", *common, "--out", str(a), "--source-name", "film")
-    mammo("pretrain", *common, "--out", str(ab), "--init-model", str(a), "--source-name", "film+ffdm")
-    first, second = (json.loads((f / "training.json").read_text()) for f in (a, ab))
-    assert (first["phase"], first["settings"]["epochs"], first["epochs_run"]) == ("pretrain", 2, 2)
-    assert (second["phase"], second["settings"]["epochs"], second["epochs_run"]) == ("transfer", 1, 1)
-    assert second["settings"]["learning_rate"] == pytest.approx(5e-5)
-    assert pd.read_csv(ab / "history.csv")["stage"].tolist() == ["transfer"]
-    assert json.loads((ab / "preprocessing.json").read_text())["source"] == "train split of film+ffdm"
-
-    demo, ci = load_profile("demo").training, load_profile("ci").training
-    assert demo.phase("transfer").early_stopping_patience == demo.early_stopping_patience  # the shared 3
-    assert ci.transfer is None
-    assert dataclasses.replace(ci.phase("transfer"), phase="pretrain") == ci.phase("pretrain")
 
 
 def test_demo_pretraining_is_not_cut_short_on_its_plateau():

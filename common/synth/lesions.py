@@ -6,12 +6,12 @@ match a CC finding with its MLO counterpart. What makes the malignant signal lea
 - malignant masses are 8-25 mm, irregular or spiculated, with ill-defined margins and an excess
   attenuation of MALIGNANT_MASS_CONTRAST times the glandular-fat difference. Real carcinomas are barely
   denser than glandular tissue; the exaggeration is deliberate: the End2End VGG16 topology trained from
-  scratch (no ImageNet weights can be downloaded here) at 1/8 width on a few hundred 288x224 images (the
-  demo's input then) learned nothing within the demo's budget at 2-3.6 (about one tissue standard deviation
-  at that size) and learns at roughly 4-6 standard deviations;
+  scratch (no ImageNet weights can be downloaded here) at 1/8 width on a few hundred 288x224 images
+  learned nothing within the demo's budget at 2-3.6 (about one tissue standard deviation at that size)
+  and learns at roughly 4-6 standard deviations;
 - benign masses are smooth, circumscribed and fainter (0.5-1.5); benign coarse calcifications are few
   and large, malignant calcifications many, small and pleomorphic within a 6-16 mm cluster over a faint
-  ductal density - at the demo's input size clusters are the hard cases;
+  ductal density - at 288x224 clusters are the hard cases;
 - decoys occur in every breast, cancer or not, so "has a blob" does not predict the label.
 Sizes are physical, so a lesion covers more pixels on a finer detector, as on real systems.
 """
