@@ -280,9 +280,16 @@ def run_child(argv: list[str], task_name: str) -> int:
 
 
 def _in_child(niceness: int) -> None:
-    """In the child before exec: its niceness (a background task), and SIGTERM when the runner dies."""
+    """In the child before exec: its niceness (a background task), and SIGTERM when the runner dies.
+
+    The child leads a new session, and where the kernel groups sessions (autogroup) they share the CPU equally
+    whatever their processes' nice values, so the session's autogroup is niced as well."""
     if niceness:
         os.nice(niceness)
+        try:
+            Path("/proc/self/autogroup").write_text(str(niceness))
+        except OSError:
+            pass  # no autogroups here: the process nice value is what the scheduler weighs
     _die_with_parent()
 
 

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                         help="local executor: tasks run at once, each when its inputs are ready (default "
                              "%(default)s: a task's heavy part already uses every core; a second task overlaps "
-                             "its start-up and serial parts)")
+                             "its start-up and serial parts; tasks off the longest path run niced)")
     for option, (_, text) in DATA_OPTIONS.items():
         parser.add_argument(option, help=text)
     for option, domain in DATASET_OPTIONS.items():

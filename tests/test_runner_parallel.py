@@ -160,7 +160,14 @@ def test_the_critical_path_runs_first_and_at_full_priority_the_rest_in_the_backg
 
 
 def test_a_background_task_really_runs_niced():
+    """Each task leads its own session, and with the kernel's autogroups (sched_autogroup_enabled) sessions share
+    the CPU equally whatever their processes' nice values: the session's own autogroup must be niced too (without
+    it, four busy loops on two cores got 16.1, 16.1, 15.3, 15.9 M iterations; with it 28.0, 28.4, 4.4, 4.4)."""
     code = "import os, sys; sys.exit(os.nice(0))"
     runner.RUNNING.niceness["probe"] = runner.BACKGROUND_NICENESS
     assert runner.run_child([sys.executable, "-c", code], "probe") == os.nice(0) + runner.BACKGROUND_NICENESS
     assert runner.run_child([sys.executable, "-c", code], "probe") == os.nice(0)  # only the start it was set for
+    if Path("/proc/self/autogroup").is_file():
+        group = "import sys; sys.exit(int(open('/proc/self/autogroup').read().split()[-1]))"
+        runner.RUNNING.niceness["probe"] = runner.BACKGROUND_NICENESS
+        assert runner.run_child([sys.executable, "-c", group], "probe") == runner.BACKGROUND_NICENESS
