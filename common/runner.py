@@ -108,13 +108,13 @@ def path_lengths(tasks: list[Task]) -> dict[str, float]:
     before fine-tuning before scoring), and it needs no earlier run."""
     children: dict[str, list[str]] = {task.name: [] for task in tasks}
     for task in tasks:
-        for upstream in task.depends:
+        for upstream in task.depends:  # an upstream task may lie outside the list (a part of the DAG is run)
             children.setdefault(upstream, []).append(task.name)
     longest: dict[str, float] = {}
-    for task in reversed(tasks):  # the definition is in topological order
+    for task in reversed(tasks):  # the definition is in topological order: children come first here
         step = STEPS.get(task.step)
         cost = float(step.resources.deadline_seconds) if step is not None and step.resources else 1.0
-        longest[task.name] = cost + max((longest[c] for c in children[task.name] if c in longest), default=0.0)
+        longest[task.name] = cost + max((longest[c] for c in children[task.name]), default=0.0)
     return longest
 
 
@@ -191,7 +191,7 @@ def _run_locked(tasks: list[Task], workdir: Path, echo: Echo, reasons: list[str 
                         if len(running) >= jobs:
                             break
                         waiting.remove(task)
-                        ahead = max((paths[t.name] for t in [*ready, *running.values()]), default=0.0)
+                        ahead = max((paths[t.name] for t in running.values()), default=0.0)
                         with RUNNING.lock:
                             RUNNING.niceness[task.name] = BACKGROUND_NICENESS if paths[task.name] < ahead else 0
                         echo(f"{prefixes[task.name]}: runs ({reruns[task.name]}): mammo {' '.join(task.argv(workdir))}")

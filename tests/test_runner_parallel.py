@@ -55,6 +55,8 @@ def test_one_job_runs_the_tasks_one_by_one_in_the_definitions_order(tmp_path):
     runner.run_tasks(tasks, tmp_path, echo=lambda line: None, execute=_recording(spans, 0.01), jobs=1)
     assert sorted(spans, key=lambda name: spans[name][0]) == [task.name for task in tasks]
     assert _most_at_once(spans) == 1
+    assert set(runner.RUNNING.niceness.values()) == {0}  # nothing runs beside a task, so none is in the background
+    runner.RUNNING.niceness.clear()
 
 
 def test_a_failure_starts_nothing_new_and_lets_the_running_task_finish(tmp_path):
