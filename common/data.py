@@ -1,7 +1,9 @@
 """Streaming input pipeline from preprocessed 16-bit PNGs to End2End input tensors.
 
-Images are decoded on the fly by tf.data (only file names are shuffled), so memory does not grow
-with the number of images. The arithmetic is Shen's, defined once in common.model_folder (0-255
+A training or validation set is decoded once and kept in memory while it fits `DECODED_CACHE_BYTES`
+(decoding a 16-bit PNG costs about as much CPU as augmenting it, and the demo repeats it every epoch);
+a larger one (the full profile's thousands of 1152x896 images) is decoded on the fly, so memory does not
+grow with the number of images. The arithmetic is Shen's, defined once in common.model_folder (0-255
 units, three channels, minus one featurewise mean). Augmentation (thesis Table 7) happens here on
 training batches only and never inside the exported model, so inference on a saved model needs
 nothing but these constants.
@@ -28,6 +30,9 @@ from common.model_folder import RESCALE, Preprocessing, image_sizes, model_input
 from common.profile import Augmentation
 
 SCORE_COLUMNS = ["image_id", "patient_id", "split", "view", "laterality", "label"]
+# Decoded training (uint16) or validation (float32, 3 channels) images above this size are read from disk every
+# epoch instead.
+DECODED_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -110,8 +115,16 @@ def class_weights(labels: npt.ArrayLike) -> dict[int, float]:
 
 def decode(path: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
     """PNG file -> float32 (H, W, 1) in 0-255 units."""
+    return from_png_values(read_png(path, prep), prep)
+
+
+def read_png(path: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
+    """PNG file -> its uint16 (H, W, 1) values."""
     image = tf.io.decode_png(tf.io.read_file(path), channels=1, dtype=tf.uint16)
-    image = tf.ensure_shape(image, [prep.height, prep.width, 1])
+    return tf.ensure_shape(image, [prep.height, prep.width, 1])
+
+
+def from_png_values(image: tf.Tensor, prep: Preprocessing) -> tf.Tensor:
     return to_255(tf.cast(image, tf.float32), prep)
 
 
@@ -183,20 +196,26 @@ def training_dataset(
     augmentation: Augmentation | None,
     weights: dict[int, float],
     seed: int,
+    cache_bytes: int = DECODED_CACHE_BYTES,
 ) -> tf.data.Dataset:
-    """(image, one-hot label, class weight) batches, reshuffled every epoch; only paths are buffered.
+    """(image, one-hot label, class weight) batches, reshuffled every epoch; the decoded images are buffered when
+    they fit `cache_bytes`, else only their paths.
 
     Each sample carries its own augmentation seed from a seeded random stream that is redrawn every
     epoch, so the transforms differ between epochs but a rerun draws the same ones.
     """
     sample_weights = np.array([weights[int(y)] for y in frame["label"]], dtype=np.float32)
     rows = tf.data.Dataset.from_tensor_slices((frame["path"].to_numpy(), one_hot(frame["label"]), sample_weights))
+    decoded = _fits_in_memory(len(frame), prep, cache_bytes, value_bytes=2)
+    if decoded:  # decoded once in file order; the shuffle below permutes exactly as it permutes file names
+        rows = rows.map(lambda path, label, weight: (read_png(path, prep), label, weight),
+                        num_parallel_calls=tf.data.AUTOTUNE).cache()
     rows = rows.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
     salts = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 
     def load(row, salt):
-        path, label, weight = row
-        image = decode(path, prep)
+        path_or_png, label, weight = row
+        image = from_png_values(path_or_png if decoded else read_png(path_or_png, prep), prep)
         if augmentation is not None:
             image = random_augment(image, augmentation, tf.stack([tf.constant(seed, tf.int64), salt]))
         return model_input(image, prep), label, weight
@@ -205,12 +224,20 @@ def training_dataset(
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(frame: pd.DataFrame, prep: Preprocessing, *, batch_size: int, labels: bool) -> tf.data.Dataset:
-    """Images in frame order (with one-hot labels for validation), decoded in parallel and prefetched."""
+def evaluation_dataset(frame: pd.DataFrame, prep: Preprocessing, *, batch_size: int, labels: bool,
+                       repeated: bool = False, cache_bytes: int = DECODED_CACHE_BYTES) -> tf.data.Dataset:
+    """Images in frame order (with one-hot labels for validation), decoded in parallel and prefetched; a
+    `repeated` set (validation, read every epoch) is kept in memory after its first pass while it fits."""
     if labels:
         data = tf.data.Dataset.from_tensor_slices((frame["path"].to_numpy(), one_hot(frame["label"])))
         data = data.map(lambda p, y: (model_input(decode(p, prep), prep), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         data = tf.data.Dataset.from_tensor_slices(frame["path"].to_numpy())
         data = data.map(lambda p: model_input(decode(p, prep), prep), num_parallel_calls=tf.data.AUTOTUNE)
+    if repeated and _fits_in_memory(len(frame), prep, cache_bytes, value_bytes=3 * 4):
+        data = data.cache()
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _fits_in_memory(images: int, prep: Preprocessing, cache_bytes: int, *, value_bytes: int) -> bool:
+    return images * prep.height * prep.width * value_bytes <= cache_bytes

@@ -301,7 +301,7 @@ def _train_phase(
     augmentation = profile.training.augmentation
     batch = settings.batch_size if settings.batch_size is not None else profile.training.batch_size
     train_ds = training_dataset(train, prep, batch_size=batch, augmentation=augmentation, weights=weights, seed=seed)
-    val_ds = evaluation_dataset(validation, prep, batch_size=batch, labels=True)
+    val_ds = evaluation_dataset(validation, prep, batch_size=batch, labels=True, repeated=True)
     fingerprint = _fingerprint(
         asdict(settings), asdict(prep), seed, str(init_model), train[["image_id", "label"]].values.tolist()
     )

@@ -26,6 +26,7 @@ from common.data import (
     Augmentation,
     apply_affine,
     class_weights,
+    evaluation_dataset,
     featurewise_mean,
     inverse_affine,
     join_images_with_split,
@@ -86,6 +87,51 @@ def test_pipeline_tensors_are_shens_arithmetic(tmp_path):
         assert np.array_equal(image[..., 0], image[..., 2])
         truth = int(train.loc[train["path"] == match[0], "label"].iloc[0])
         assert label.tolist() == [1 - truth, truth] and weight == weights[truth]
+
+
+def _epochs(data: tf.data.Dataset, n: int) -> list[list[np.ndarray]]:
+    return [[np.concatenate([batch[i].numpy() for batch in data]) for i in range(3)] for _ in range(n)]
+
+
+def test_decoded_training_images_kept_in_memory_give_the_same_batches_and_are_read_once(tmp_path):
+    """The in-memory set shuffles and augments exactly like the streamed one (same seed, same epochs), and a
+    second epoch no longer needs the files: they are decoded once."""
+    images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
+    train = join_images_with_split(images_dir, split_dir).split("train")
+    prep = Preprocessing(60.5, HEIGHT, WIDTH, "test")
+    aug = Augmentation(rotation_deg=10, width_shift=0.05, height_shift=0.05, zoom=0.1, horizontal_flip=True)
+    kwargs = {"batch_size": 4, "augmentation": aug, "weights": {0: 0.75, 1: 1.5}, "seed": 3}
+    streamed = _epochs(training_dataset(train, prep, cache_bytes=0, **kwargs), 2)
+    kept = training_dataset(train, prep, **kwargs)
+    first = _epochs(kept, 1)[0]
+    for path in train["path"]:
+        Path(path).unlink()
+    second = _epochs(kept, 1)[0]
+    for ours, theirs in zip([first, second], streamed, strict=True):
+        for got, expected in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(first[0], second[0]), "each epoch reshuffles and redraws the augmentation"
+    with pytest.raises(tf.errors.NotFoundError):
+        _epochs(training_dataset(train, prep, cache_bytes=0, **kwargs), 1)
+
+
+def test_validation_images_are_kept_in_memory_only_when_read_every_epoch(tmp_path):
+    images_dir, split_dir = write_cohort(tmp_path, n_patients=8)
+    validation = join_images_with_split(images_dir, split_dir).split("train")
+    prep = Preprocessing(60.5, HEIGHT, WIDTH, "test")
+
+    def passes(data: tf.data.Dataset) -> list[np.ndarray]:
+        return [np.concatenate([x.numpy() for x, _ in data]) for _ in range(2)]
+
+    repeated = evaluation_dataset(validation, prep, batch_size=4, labels=True, repeated=True)
+    once = evaluation_dataset(validation, prep, batch_size=4, labels=True)
+    first = passes(repeated)[0]
+    np.testing.assert_array_equal(first, passes(once)[0])
+    for path in validation["path"]:
+        Path(path).unlink()
+    np.testing.assert_array_equal(passes(repeated)[1], first)
+    with pytest.raises(tf.errors.NotFoundError):
+        passes(once)
 
 
 def test_affine_augmentation_matches_opencv():
