@@ -4,8 +4,9 @@ with the longest path to the end of the DAG starts first, and a task started bes
 niced, so the critical path keeps the cores a laptop has and the rest fills the cycles it leaves.
 
 It is the embedded default (no cluster): the same task list the Argo YAML is rendered from, each task
-a `mammo` subprocess exactly as a container would run it (a sharded one as `python -m common.shards`, which
-starts its shards and merge inside the task's process group). A task is skipped when its folder holds
+`mammo` with the argv a container would run, in a process of its own: forked from an interpreter that imported
+TensorFlow and the steps once (common.preloaded), or a sharded one as `python -m common.shards`, which starts its
+shards and merge inside the task's process group. A task is skipped when its folder holds
 `_SUCCESS.json` with the fingerprint the task would have now (common.fingerprint); otherwise it reruns,
 and so does everything downstream of it, each with a one-line reason. The work folder is locked for the
 whole run; a SIGTERM or SIGINT to the runner goes to every running task's whole process group (its pool
@@ -15,7 +16,6 @@ outright (SIGKILL) takes its task with it (the kernel's parent-death signal).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from common import fingerprint, shards, workfolder
+from common import fingerprint, preloaded, shards, workfolder
 from common.artifacts import SUCCESS, UnusableInput, atomic_write_json
 from common.pipeline import Task
 from common.steps import STEPS
@@ -39,11 +39,11 @@ Echo = Callable[[str], None]
 # Runs one task's `mammo` argv and returns its exit code (default: a child process of its own group, `execute`).
 Execute = Callable[[Task, list[str]], int]
 CPU_SECONDS = "cpu_seconds.json"  # core-seconds per task, beside timings.json (wall seconds)
+PRELOADED = "(preloaded interpreter)"  # its entry in cpu_seconds.json: the one import the forked tasks share
 ELAPSED = "elapsed.json"  # the last run's own wall time: with tasks side by side, less than their sum
 SKIPPED = "done earlier, skipped"
 # How long a stopped task may take to exit before its process group is killed.
 STOP_GRACE_SECONDS = 10.0
-PR_SET_PDEATHSIG = 1
 # Niceness of a task started beside one on a longer path to the end of the DAG: on a laptop's few cores it then
 # takes only the cycles the critical path leaves idle, instead of half of them.
 BACKGROUND_NICENESS = 10
@@ -99,7 +99,15 @@ def run_tasks(tasks: list[Task], workdir: Path, echo: Echo = print, force: bool 
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     workdir.mkdir(parents=True, exist_ok=True)
     with workfolder.locked(workdir, "work folder"):
-        return _run_locked(tasks, workdir, echo, decide(tasks, workdir, force, start), execute or run_task, jobs)
+        plan = decide(tasks, workdir, force, start)
+        if execute is not None:
+            return _run_locked(tasks, workdir, echo, plan, execute, jobs)
+        with preloaded.Interpreter() as interpreter:
+            try:
+                return _run_locked(tasks, workdir, echo, plan, partial(run_task, interpreter=interpreter), jobs)
+            finally:
+                if interpreter.cpu_seconds:
+                    _record_timings(workdir, {PRELOADED: round(interpreter.cpu_seconds, 1)}, CPU_SECONDS)
 
 
 def path_lengths(tasks: list[Task]) -> dict[str, float]:
@@ -118,11 +126,15 @@ def path_lengths(tasks: list[Task]) -> dict[str, float]:
     return longest
 
 
-def run_task(task: Task, argv: list[str]) -> int:
-    """A task as a child process leading its own group; a sharded one as `python -m common.shards`: the same shard
-    plan as on Argo, its shards and merge as processes of that group."""
-    program = "common.shards" if shards.is_sharded(task.step) else "jobs.cli"
-    return run_child([sys.executable, "-m", program, *argv], task.name)
+def run_task(task: Task, argv: list[str], interpreter: preloaded.Interpreter | None = None) -> int:
+    """A task as a process leading its own group: forked from the preloaded interpreter when one is given, else a
+    `mammo` child process; a sharded one as `python -m common.shards`: the same shard plan as on Argo, its shards
+    and merge as processes of that group."""
+    if shards.is_sharded(task.step):
+        return run_child([sys.executable, "-m", "common.shards", *argv], task.name)
+    if interpreter is not None:
+        return run_forked(argv, task.name, interpreter)
+    return run_child([sys.executable, "-m", "jobs.cli", *argv], task.name)
 
 
 class _Running:
@@ -247,59 +259,56 @@ def _timed(execute: Execute, task: Task, argv: list[str]) -> tuple[int, float, f
 def run_child(argv: list[str], task_name: str) -> int:
     """Run one task in its own process group; a stop request (see `_stop_requests`) goes to all of it, and a
     group still there after STOP_GRACE_SECONDS is killed. Raises Stopped after a stop."""
-    with RUNNING.lock:
-        niceness = RUNNING.niceness.pop(task_name, 0)
     child = subprocess.Popen(argv, env=_child_env(task_name), start_new_session=True,
-                             preexec_fn=partial(_in_child, niceness))
+                             preexec_fn=partial(preloaded.prepare_child, _niceness(task_name)))
+    return _supervise(task_name, child.pid, partial(_reaped, child.pid))
+
+
+def run_forked(argv: list[str], task_name: str, interpreter: preloaded.Interpreter) -> int:
+    """`mammo ARGV` forked from the preloaded interpreter, supervised as `run_child` supervises a process."""
+    task = interpreter.start(argv, _child_env(task_name), _niceness(task_name))
+    try:
+        return _supervise(task_name, task.pid, task.poll)
+    finally:
+        task.close()
+
+
+def _niceness(task_name: str) -> int:
     with RUNNING.lock:
-        RUNNING.groups[task_name] = child.pid
+        return RUNNING.niceness.pop(task_name, 0)
+
+
+def _reaped(pid: int) -> tuple[int, float] | None:
+    """(exit code, core-seconds of it and its finished children) once the child has ended, else None."""
+    ended, status, usage = os.wait4(pid, os.WNOHANG)
+    return (os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime) if ended else None
+
+
+def _supervise(task_name: str, group: int, ended: Callable[[], tuple[int, float] | None]) -> int:
+    """Wait for the task leading process group `group` to end, passing a stop request on to the group."""
+    with RUNNING.lock:
+        RUNNING.groups[task_name] = group
         stop = RUNNING.stop
     if stop is not None:  # asked to stop while the task was starting
-        _signal_group(child.pid, stop)
+        _signal_group(group, stop)
     deadline = None
     try:
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                child.returncode = os.waitstatus_to_exitcode(status)
-                break
+        while (outcome := ended()) is None:
             if RUNNING.stop is not None and deadline is None:
                 deadline = time.monotonic() + STOP_GRACE_SECONDS
             if deadline is not None and time.monotonic() > deadline:
-                _signal_group(child.pid, signal.SIGKILL)
+                _signal_group(group, signal.SIGKILL)
             time.sleep(0.1)
     finally:
         with RUNNING.lock:
             RUNNING.groups.pop(task_name, None)
+    code, core_seconds = outcome
     with RUNNING.lock:
-        RUNNING.cpu[task_name] = usage.ru_utime + usage.ru_stime
+        RUNNING.cpu[task_name] = core_seconds
     if RUNNING.stop is not None:
-        _signal_group(child.pid, signal.SIGKILL)  # pool workers the task left behind
+        _signal_group(group, signal.SIGKILL)  # pool workers the task left behind
         raise Stopped(RUNNING.stop, task_name)
-    return child.returncode
-
-
-def _in_child(niceness: int) -> None:
-    """In the child before exec: its niceness (a background task), and SIGTERM when the runner dies.
-
-    The child leads a new session, and where the kernel groups sessions (autogroup) they share the CPU equally
-    whatever their processes' nice values, so the session's autogroup is niced as well."""
-    if niceness:
-        os.nice(niceness)
-        try:
-            Path("/proc/self/autogroup").write_text(str(niceness))
-        except OSError:
-            pass  # no autogroups here: the process nice value is what the scheduler weighs
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """SIGTERM the process when the runner dies, even by SIGKILL (Linux prctl)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: SIGTERM/SIGINT forwarding still applies
+    return code
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -27,9 +27,9 @@ def test_children_cpu_seconds_count_a_busy_child_and_not_a_sleeping_one():
     assert asleep < 0.5 < time.time() - started, asleep
 
 
-def test_breakdown_sums_core_seconds_per_step(tmp_path):
+def test_breakdown_sums_core_seconds_per_step_and_the_run_s_shared_import(tmp_path):
     walls = {"synth-film": 10.0, "synth-ffdm": 6.0, "pretrain-a": 20.0}
-    cores = {"synth-film": 19.0, "synth-ffdm": 11.0, "pretrain-a": 35.0}
+    cores = {"synth-film": 19.0, "synth-ffdm": 11.0, "pretrain-a": 35.0, runner.PRELOADED: 4.0}
     (tmp_path / "timings.json").write_text(json.dumps(walls))
     (tmp_path / runner.CPU_SECONDS).write_text(json.dumps(cores))
     for task, step in (("synth-film", "synth"), ("synth-ffdm", "synth"), ("pretrain-a", "pretrain")):
@@ -39,7 +39,9 @@ def test_breakdown_sums_core_seconds_per_step(tmp_path):
     steps = {row["step"]: row for row in breakdown["steps"]}
     assert steps["synth"]["core_s"] == 30.0 and steps["synth"]["wall_s"] == 16.0
     assert steps["pretrain"]["core_s"] == 35.0
-    assert breakdown["total_core_s"] == 65.0 and breakdown["total_wall_s"] == 36.0
+    # The forked tasks' shared import belongs to no step but to the run.
+    assert breakdown["total_core_s"] == 69.0 and breakdown["preloaded_core_s"] == 4.0
+    assert breakdown["total_wall_s"] == 36.0 and set(steps) == {"synth", "pretrain"}
 
 
 def test_tasks_side_by_side_the_pipeline_time_is_the_runs_elapsed_time_not_the_sum(tmp_path):
