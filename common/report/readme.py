@@ -159,7 +159,10 @@ def demo_cost(results: Path) -> str:
                                                                    else "") for row in breakdown["steps"])
         jobs = breakdown.get("jobs") or 1
         overlap = f"; tasks run {jobs} at a time, so the shares are of their summed times" if jobs > 1 else ""
-        text.append(f"Where the demo's task time goes, by step (`benchmarks/pipeline_walltime.py`{overlap}): {steps}.")
+        shared = breakdown.get("preloaded_core_s") or 0.0
+        imports = f", and {shared:.0f} core-s of imports the forked tasks share" if shared else ""
+        text.append(f"Where the demo's task time goes, by step (`benchmarks/pipeline_walltime.py`{overlap}): "
+                    f"{steps}{imports}.")
     s, a = wall["summary"], wall["assumptions"]
     memory = wall["projection"]["gpu_memory_per_training_batch_gib"]
     text.append(f"Projected full profile on the thesis' {a['images']:,}-image cohort with one {a['gpu']} (assumed "
