@@ -66,18 +66,28 @@ class Interpreter:
         self._lock = threading.Lock()
         self._control: socket.socket | None = None
         self._server: subprocess.Popen[bytes] | None = None
-        self.cpu_seconds = 0.0  # the server's own core-seconds (its imports), as it last reported them
+        self._ended_cpu = 0.0  # core-seconds of servers that ended (killed) before this one
+        self._server_cpu = 0.0  # this server's own core-seconds (its imports), as it last reported them
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self._ended_cpu + self._server_cpu
 
     def start(self, argv: list[str], env: dict[str, str], niceness: int) -> Task:
-        """Fork the task; returns once the server has said the child's pid."""
+        """Fork the task; returns once the child has said its pid. A server that ended (the out-of-memory killer,
+        an operator's kill) is replaced: its running tasks died with it, the later ones need not."""
         ours, theirs = socket.socketpair()
         with self._lock:
+            if self._server is not None and self._server.poll() is not None:
+                self._stop_server()
+                self._ended_cpu, self._server_cpu = self.cpu_seconds, 0.0
             control = self._control or self._start_server(env)
             request = json.dumps({"argv": argv, "env": env, "niceness": niceness}).encode()
             socket.send_fds(control, [request], [theirs.fileno()])
         theirs.close()
         task = Task(ours)
-        self.cpu_seconds = max(self.cpu_seconds, task.server_cpu)
+        with self._lock:
+            self._server_cpu = max(self._server_cpu, task.server_cpu)
         return task
 
     def _start_server(self, env: dict[str, str]) -> socket.socket:
@@ -94,12 +104,15 @@ class Interpreter:
     def close(self) -> None:
         """The server exits once its control socket closes and its children are reaped."""
         with self._lock:
-            if self._control is not None:
-                self._control.close()
-                self._control = None
-            if self._server is not None:
-                self._server.wait()
-                self._server = None
+            self._stop_server()
+
+    def _stop_server(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._server is not None:
+            self._server.wait()
+            self._server = None
 
     def __enter__(self) -> Interpreter:
         return self

@@ -8,6 +8,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -86,3 +87,38 @@ def test_the_runner_charges_the_import_once_and_each_forked_task_its_own_work(tm
     assert sum(cpu.values()) == pytest.approx(kernel, rel=0.1, abs=0.5)
     assert cpu[runner.PRELOADED] > 2.0  # TensorFlow, Keras and the steps: seconds of CPU, paid once
     assert all((tmp_path / task.name / "_SUCCESS.json").is_file() for task in tasks)
+
+
+def test_a_killed_server_takes_its_running_task_along_and_the_next_task_gets_a_new_one(tmp_path):
+    """The out-of-memory killer may pick the server: the task it was running ends too (parent-death signal) and
+    is reported as lost, not waited for; the next task starts from a fresh server."""
+    long_synth = ["synth", "--domain", "film", "--patients", "400", "--seed", "1", "--out", str(tmp_path / "synth"),
+                  "--profile", "ci"]
+    with preloaded.Interpreter() as interpreter:
+        task = interpreter.start(long_synth, dict(os.environ), 0)
+        first_import = interpreter.cpu_seconds
+        server = interpreter._server
+        assert server is not None
+        server.kill()
+        deadline = time.monotonic() + 20
+        while (outcome := task.poll()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert outcome == (preloaded.LOST, 0.0)
+        while _alive(task.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(task.pid), "the orphaned task got SIGTERM and ended"
+        again = interpreter.start(["split", "--no-such-option"], dict(os.environ), 0)
+        while (next_outcome := again.poll()) is None:
+            time.sleep(0.05)
+        assert next_outcome[0] == 2 and interpreter._server is not server
+        assert interpreter.cpu_seconds > first_import  # both servers' imports are counted
+    assert not (tmp_path / "synth" / "_SUCCESS.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not ended (an ended orphan may stay a zombie until whoever adopted it reaps it)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text().lower()
+    except FileNotFoundError:
+        return False
