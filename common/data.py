@@ -240,7 +240,8 @@ def evaluation_dataset(frame: pd.DataFrame, prep: Preprocessing, *, batch_size: 
 
 
 def _without_autotuning() -> tf.data.Options:
-    """AUTOTUNE parallelism and buffers as fixed sizes (one per core), without the optimisation thread.
+    """AUTOTUNE parallelism fixed at its starting value (one per schedulable core, at most 16), without the
+    optimisation thread that would tune it while the iterator runs.
 
     Keras makes a new iterator every epoch, and deleting the old one waited for tf.data's autotuning thread:
     ~1.7 s per demo pretraining epoch, a quarter of its time, with nothing computed.
