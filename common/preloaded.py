@@ -73,7 +73,7 @@ class Interpreter:
     def cpu_seconds(self) -> float:
         return self._ended_cpu + self._server_cpu
 
-    def start(self, argv: list[str], env: dict[str, str], niceness: int) -> Task:
+    def start(self, argv: list[str], env: dict[str, str], niceness: int) -> ForkedTask:
         """Fork the task; returns once the child has said its pid. A server that ended (the out-of-memory killer,
         an operator's kill) is replaced: its running tasks died with it, the later ones need not."""
         ours, theirs = socket.socketpair()
@@ -85,7 +85,7 @@ class Interpreter:
             request = json.dumps({"argv": argv, "env": env, "niceness": niceness}).encode()
             socket.send_fds(control, [request], [theirs.fileno()])
         theirs.close()
-        task = Task(ours)
+        task = ForkedTask(ours)
         with self._lock:
             self._server_cpu = max(self._server_cpu, task.server_cpu)
         return task
@@ -121,7 +121,7 @@ class Interpreter:
         self.close()
 
 
-class Task:
+class ForkedTask:
     """One forked task as the runner sees it: its pid (its process group), then its exit code and core-seconds."""
 
     def __init__(self, channel: socket.socket):

@@ -60,11 +60,11 @@ def test_a_forked_task_leads_its_own_group_niced_with_the_step_exit_code(tmp_pat
                                  {**os.environ, "MAMMO_TASK": "split-x"}, runner.BACKGROUND_NICENESS)
         group, niceness = os.getpgid(task.pid), os.getpriority(os.PRIO_PROCESS, task.pid)
         while (outcome := task.poll()) is None:
-            pass
+            time.sleep(0.05)
         task.close()
         usage = interpreter.start(["split", "--no-such-option"], dict(os.environ), 0)
         while (usage_outcome := usage.poll()) is None:
-            pass
+            time.sleep(0.05)
         usage.close()
         imports = interpreter.cpu_seconds
     assert imports > 2.0 and usage_outcome[1] < 0.5  # TensorFlow and the steps once; a forked task starts at once
