@@ -63,22 +63,26 @@ class Architecture:
         )
 
 
-def build_end2end(arch: Architecture, *, dropout: float, weight_decay: float, name: str = "end2end") -> keras.Model:
-    """A freshly initialised End2End model (all parts trainable)."""
+def build_end2end(arch: Architecture, *, dropout: float, weight_decay: float, name: str = "end2end",
+                  dtype: str | None = None) -> keras.Model:  # fmt: skip
+    """A freshly initialised End2End model (all parts trainable).
+
+    `dtype` is the Keras dtype policy of its layers (None: the global one, which a training step sets).
+    """
     regulariser = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
     return keras.Sequential(
         [
             keras.Input((arch.height, arch.width, 3), name="image"),
-            _backbone(arch.backbone_filters, regulariser),
-            _top_block("block1", arch.top_filters, arch.bn_momentum, dropout, regulariser),
-            _top_block("block2", arch.top_filters, arch.bn_momentum, dropout, regulariser),
-            _head(dropout, regulariser),
+            _backbone(arch.backbone_filters, regulariser, dtype),
+            _top_block("block1", arch.top_filters, arch.bn_momentum, dropout, regulariser, dtype),
+            _top_block("block2", arch.top_filters, arch.bn_momentum, dropout, regulariser, dtype),
+            _head(dropout, regulariser, dtype),
         ],
         name=name,
     )
 
 
-def _backbone(filters: tuple[int, ...], regulariser) -> keras.Model:
+def _backbone(filters: tuple[int, ...], regulariser, dtype) -> keras.Model:
     layers = []
     for block, (width, convs) in enumerate(zip(filters, VGG16_CONVS_PER_BLOCK, strict=True), start=1):
         for conv in range(1, convs + 1):
@@ -90,14 +94,15 @@ def _backbone(filters: tuple[int, ...], regulariser) -> keras.Model:
                     activation="relu",
                     kernel_initializer="he_normal",
                     kernel_regularizer=regulariser,
+                    dtype=dtype,
                     name=f"block{block}_conv{conv}",
                 )
             )
-        layers.append(keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool"))
+        layers.append(keras.layers.MaxPooling2D(2, strides=2, dtype=dtype, name=f"block{block}_pool"))
     return keras.Sequential(layers, name="backbone")
 
 
-def _top_block(name: str, filters: int, momentum: float, dropout: float, regulariser) -> keras.Model:
+def _top_block(name: str, filters: int, momentum: float, dropout: float, regulariser, dtype) -> keras.Model:
     return keras.Sequential(
         [
             keras.layers.Conv2D(
@@ -107,24 +112,25 @@ def _top_block(name: str, filters: int, momentum: float, dropout: float, regular
                 use_bias=True,
                 kernel_initializer="he_normal",
                 kernel_regularizer=regulariser,
+                dtype=dtype,
                 name=f"{name}_conv",
             ),
             # Synchronised: under MirroredStrategy the statistics are the global batch's, as on one device.
-            keras.layers.BatchNormalization(momentum=momentum, synchronized=True, name=f"{name}_bn"),
-            keras.layers.Activation("relu", name=f"{name}_relu"),
-            keras.layers.Dropout(dropout, name=f"{name}_dropout"),
-            keras.layers.MaxPooling2D(2, strides=2, name=f"{name}_maxpool"),
+            keras.layers.BatchNormalization(momentum=momentum, synchronized=True, dtype=dtype, name=f"{name}_bn"),
+            keras.layers.Activation("relu", dtype=dtype, name=f"{name}_relu"),
+            keras.layers.Dropout(dropout, dtype=dtype, name=f"{name}_dropout"),
+            keras.layers.MaxPooling2D(2, strides=2, dtype=dtype, name=f"{name}_maxpool"),
         ],
         name=name,
     )
 
 
-def _head(dropout: float, regulariser) -> keras.Model:
-    # float32 output keeps the softmax stable under a mixed_float16 policy.
+def _head(dropout: float, regulariser, dtype) -> keras.Model:
+    # float32 output keeps the softmax stable under a mixed_float16 or mixed_bfloat16 policy.
     return keras.Sequential(
         [
-            keras.layers.GlobalAveragePooling2D(name="head_pool"),
-            keras.layers.Dropout(dropout, name="head_dropout"),
+            keras.layers.GlobalAveragePooling2D(dtype=dtype, name="head_pool"),
+            keras.layers.Dropout(dropout, dtype=dtype, name="head_dropout"),
             keras.layers.Dense(
                 2,
                 activation="softmax",
@@ -153,11 +159,19 @@ def architecture_of(model: keras.Model) -> Architecture:
     )
 
 
-def reconfigure(model: keras.Model, *, dropout: float, weight_decay: float) -> keras.Model:
-    """Same weights, new dropout rate and weight decay: rebuild, then copy every variable across."""
-    fresh = build_end2end(architecture_of(model), dropout=dropout, weight_decay=weight_decay, name=model.name)
+def reconfigure(model: keras.Model, *, dropout: float, weight_decay: float, dtype: str | None = None) -> keras.Model:
+    """Same weights, new dropout rate and weight decay (and dtype policy): rebuild, then copy every variable across.
+
+    Variables are float32 under every policy, so a change of policy copies them exactly.
+    """
+    fresh = build_end2end(architecture_of(model), dropout=dropout, weight_decay=weight_decay, name=model.name,
+                          dtype=dtype)  # fmt: skip
     fresh.set_weights(model.get_weights())
     return fresh
+
+
+def computes_in_float32(model: keras.Model) -> bool:
+    return all(layer.dtype_policy.name == "float32" for layer in leaf_layers(model))
 
 
 def set_phase(model: keras.Model, phase: str) -> None:

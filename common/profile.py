@@ -55,8 +55,8 @@ class ModelSettings:
     backbone_width: float  # fraction of VGG16's filters (1.0 = the published architecture)
     top_filters: int  # filters of Block 1 / Block 2
     bn_momentum: float = 0.99  # Keras 2's default, with which Shen's checkpoints were trained
-    mixed_precision: bool = False  # only takes effect when a GPU is present
-    jit_compile: bool = False  # likewise (XLA slowed this project's CPUs down)
+    mixed_precision: bool = False  # float16 on a GPU, bfloat16 on a CPU with bfloat16 units, else float32
+    jit_compile: bool = False  # only takes effect when a GPU is present (XLA slowed this project's CPUs down)
 
     def __post_init__(self) -> None:
         if not 0 < self.backbone_width <= 1 or self.top_filters <= 0:

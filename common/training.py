@@ -36,8 +36,16 @@ from common.data import (
     training_dataset,
 )
 from common.determinism import configure_determinism
-from common.model import Architecture, build_end2end, parameter_counts, reconfigure, set_phase
+from common.model import (
+    Architecture,
+    build_end2end,
+    computes_in_float32,
+    parameter_counts,
+    reconfigure,
+    set_phase,
+)
 from common.model_folder import Preprocessing
+from common.precision import training_policy
 from common.profile import Profile, StageSettings
 
 HISTORY_COLUMNS = ["epoch", "stage", "loss", "val_loss", "val_auc", "lr"]
@@ -46,17 +54,19 @@ BEST_WEIGHTS = "best.weights.h5"
 
 
 def configure_runtime(profile: Profile) -> dict[str, Any]:
-    """Deterministic kernels and fixed threads; mixed precision and XLA only where a GPU can profit from them.
+    """Deterministic kernels and fixed threads; mixed precision where the hardware computes it natively
+    (common.precision), XLA only where a GPU can profit from it.
 
     XLA on this project's CPUs made full-size training 1.6x and demo inference 3.9x slower
     (benchmarks/training_throughput.py), so the profile's switch applies to GPU runs only.
     """
     determinism = configure_determinism(profile)
     gpus = tf.config.list_physical_devices("GPU")
-    mixed = profile.model.mixed_precision and bool(gpus)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    policy = training_policy(profile.model.mixed_precision, len(gpus))
+    keras.mixed_precision.set_global_policy(policy)
     jit = profile.model.jit_compile and bool(gpus)
-    return {"gpus": len(gpus), "mixed_precision": mixed, "jit_compile": jit, **determinism}
+    return {"gpus": len(gpus), "mixed_precision": policy != "float32", "precision": policy, "jit_compile": jit,
+            **determinism}
 
 
 @keras.saving.register_keras_serializable(package="mammo")
@@ -372,6 +382,16 @@ def _phase_counts(train: pd.DataFrame, validation: pd.DataFrame, cohort: Cohort)
     }
 
 
-def save_model_folder(run: TrainingRun, out_dir: Path) -> None:
-    """A trained model's folder: model.keras, preprocessing.json, training.json; history.csv is already there."""
-    model_folder.write(out_dir, run.model, run.preprocessing, training=run.record)
+def save_model_folder(run: TrainingRun, out_dir: Path) -> keras.Model:
+    """A trained model's folder: model.keras, preprocessing.json, training.json; history.csv is already there.
+
+    The model is saved in float32 whatever policy it trained in (common.precision), and returned: what the
+    folder holds is what a step that scores right after training should score with.
+    """
+    model = run.model
+    if not computes_in_float32(model):
+        settings = run.record["settings"]
+        model = reconfigure(model, dropout=settings["dropout"], weight_decay=settings["weight_decay"], dtype="float32")
+        set_phase(model, run.record["phase"])
+    model_folder.write(out_dir, model, run.preprocessing, training=run.record)
+    return model

@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
             profile=profile,
             init_model=Path(args.model),
         )
-        save_model_folder(trained, out)
+        saved = save_model_folder(trained, out)
         tta = profile.training.flip_tta if args.tta is None else args.tta
         scores = score_frame(
-            trained.model,
+            saved,
             trained.cohort.frame,
             trained.preprocessing,
             batch_size=profile.training.batch_size,

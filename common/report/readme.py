@@ -113,10 +113,21 @@ def performance_table(results: Path) -> str:
     tr = _load(results, "training_throughput")
     if tr:
         s = tr["summary"]
-        lines.append(f"| training, full size stage 1 / stage 2 | {s['full_stage1_config1_images_per_s']:.3f} / "
+        precision = {(r["profile"], r["phase"]): r.get("precision", "float32") for r in tr["phases"]
+                     if not r.get("comparison")}  # fmt: skip
+        lines.append(f"| training, full size stage 1 / stage 2 ({precision['full', 'stage2']}) "
+                     f"| {s['full_stage1_config1_images_per_s']:.3f} / "
                      f"{s['full_stage2_images_per_s']:.3f} images/s | same peak "
                      f"| {s['full_stage1_config1_fraction_of_peak']:.2f} / "
                      f"{s['full_stage2_fraction_of_peak']:.2f} | - |")
+        if "demo_stage2_half_precision_speedup" in s:
+            lines.append(f"| training, demo stage 1 (config 2) / stage 2 in {precision['demo', 'stage2']} "
+                         f"| {s['demo_stage1_config2_images_per_s']:.1f} / "
+                         f"{s['demo_stage2_images_per_s']:.1f} images/s "
+                         f"| float32: {s['demo_stage1_config2_float32_images_per_s']:.1f} / "
+                         f"{s['demo_stage2_float32_images_per_s']:.1f} images/s "
+                         f"| {s['demo_stage1_config2_half_precision_speedup']:.2f}x / "
+                         f"{s['demo_stage2_half_precision_speedup']:.2f}x | - |")
     mem = _load(results, "training_memory")
     if mem:
         rss = {r["cohort"]: r["peak_rss_mb"] for r in mem["runs"]}
