@@ -1,10 +1,11 @@
 """The float policy a training step computes in: half precision only where the hardware computes it natively.
 
 On a GPU that is float16 with loss scaling (Keras' `mixed_float16`). On a CPU it is bfloat16, and only when
-the CPU has bfloat16 arithmetic (AMX or AVX512-BF16 units): oneDNN then runs the demo's training step 2.6x
-faster than in float32 (benchmarks/training_throughput.py), where a CPU without them would emulate bfloat16
-and run slower than float32. Variables, the loss, the optimizer and every BatchNormalization stay float32
-under both policies, and bfloat16 has float32's exponent range, so no loss scaling is needed.
+the CPU has bfloat16 arithmetic (AMX or AVX512-BF16 units): oneDNN then ran the demo's training steps 2.3-2.5x
+and full-size ones 5-7x as fast as in float32 here (benchmarks/training_throughput.py times both), while a
+CPU without them has to convert bfloat16 in software and has nothing to gain (not measured: no such CPU was
+at hand). Variables, the loss, the optimizer and every BatchNormalization stay float32 under both policies,
+and bfloat16 has float32's exponent range, so no loss scaling is needed.
 
 The policy is a property of the step, not of the model: a model folder is always saved in float32
 (`common.training.save_model_folder`), so a checkpoint trained on one machine loads and scores in full
