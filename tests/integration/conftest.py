@@ -145,10 +145,16 @@ def pipeline_id() -> str:
     return f"itest-{uuid.uuid4().hex[:8]}"
 
 
-class FaultProxy:
-    """A TCP forwarder to the S3 server that goes down for good after it has seen `fail_after` PUT requests.
+REQUEST_LINES = (b"PUT ", b"GET ", b"HEAD ", b"POST ", b"DELETE ")
 
-    It stands for an endpoint that dies in the middle of a step: connections are reset and new ones refused.
+
+class FaultProxy:
+    """A TCP forwarder to the S3 server that goes down for good at the PUT request after `fail_after` of them.
+
+    It stands for an endpoint that dies in the middle of a step: from then on every request is reset and new
+    connections are refused. Requests it forwarded before are still answered: resetting them too made how
+    many uploads completed depend on the machine's load (uploads run in parallel, and a busy machine had all
+    of them still waiting for their answer when the endpoint died, so none was published).
     """
 
     def __init__(self, target_port: int, fail_after: int):
@@ -188,28 +194,30 @@ class FaultProxy:
 
     def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
-            while not self.down.is_set():
-                data = source.recv(65536)
-                if not data:
-                    break
-                if from_client and data.startswith(b"PUT "):
-                    with self._lock:
-                        self.puts += 1
-                        if self.puts > self.fail_after:
-                            self._go_down()
-                            return
-                sink.sendall(data)
+            while data := source.recv(65536):
+                if from_client and data.startswith(REQUEST_LINES) and self._refuses(data):
+                    _reset(source)
+                    _reset(sink)
+                    return
+                sink.sendall(data)  # answers, and the bodies of requests forwarded before the endpoint died
         except OSError:
             pass
 
-    def _go_down(self) -> None:
-        self.down.set()
-        for sock in self._sockets:
-            _reset(sock)
+    def _refuses(self, request: bytes) -> bool:
+        """Whether the endpoint is down for a new request (counting it if it is a PUT)."""
+        with self._lock:
+            if request.startswith(b"PUT "):
+                self.puts += 1
+                if self.puts > self.fail_after:
+                    self.down.set()
+            return self.down.is_set()
 
     def close(self) -> None:
         self.down.set()
         self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                _reset(sock)
 
 
 def _reset(sock: socket.socket) -> None:
