@@ -86,15 +86,14 @@ def _training_rows(tr: dict[str, Any]) -> list[str]:
     precision, else as a fraction of the same-run matmul peak."""
     s, rows = tr["summary"], []
     peak = tr["matmul_peak"]["peak_gflops"]
-    precision = {(r["profile"], r["phase"]): r.get("precision", "float32") for r in tr["phases"]
-                 if not r.get("comparison")}  # fmt: skip
+    precision = {(r["profile"], r["phase"]): r["precision"] for r in tr["phases"] if not r["comparison"]}
     for name, label in (("full", "full size"), ("demo", "demo")):
         if f"{name}_stage2_images_per_s" not in s:
             continue
         one, two = s[f"{name}_stage1_config1_images_per_s"], s[f"{name}_stage2_images_per_s"]
         digits = 3 if two < 10 else 1
         measured = f"{one:.{digits}f} / {two:.{digits}f} images/s"
-        policy = precision.get((name, "stage2"), "float32")
+        policy = precision[name, "stage2"]
         if f"{name}_stage2_half_precision_speedup" in s:
             rows.append(f"| training, {label} stage 1 / stage 2 in {policy} | {measured} "
                         f"| float32: {s[f'{name}_stage1_config1_float32_images_per_s']:.{digits}f} / "
